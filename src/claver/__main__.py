@@ -1,0 +1,3 @@
+from claver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Model families: CLIP towers, Kronecker temporal attention, CLAVER, ActionCLIP."""

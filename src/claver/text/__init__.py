@@ -1,0 +1,1 @@
+"""Text side: CLIP tokenizer and prompt rows."""

@@ -1,0 +1,1 @@
+"""Checkpoint formats, safe loading and verified downloads."""
