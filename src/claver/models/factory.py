@@ -1,0 +1,194 @@
+"""Build models by name, load any supported checkpoint, save our self-describing format."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from claver.models.clip import CLIP
+from claver.models.config import BACKBONES, OPENAI_NAMES, ModelConfig, get_config, model_names
+from claver.weights.formats import Checkpoint, CheckpointError, describe, read_checkpoint
+
+# Parameters a CLIP-only checkpoint cannot provide: initialised fresh when it is loaded into a
+# video model.
+NEW_PARTS = ("visual.temporal_embedding", "visual.transformer_t.", "fusion.")
+
+
+def build_model(config: ModelConfig) -> CLIP:
+    """A randomly initialised model for ``config`` (CLIP, CLAVER or ActionCLIP)."""
+    if config.arch == "claver":
+        from claver.models.claver import CLAVER
+
+        return CLAVER(config)
+    if config.arch == "actionclip":
+        from claver.models.actionclip import ActionCLIP
+
+        return ActionCLIP(config)
+    return CLIP(config)
+
+
+def list_models() -> list[str]:
+    """Every model name :func:`create_model` accepts."""
+    return model_names()
+
+
+def _interpolate_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Linear interpolation of a (N, D) table to (rows, D) along N."""
+    x = table.t()[None].float()  # (1, D, N)
+    return F.interpolate(x, size=rows, mode="linear", align_corners=True)[0].t().to(table.dtype)
+
+
+def adapt_frames(sd: dict[str, torch.Tensor], config: ModelConfig, source: str) -> None:
+    """Fit frame-indexed tables of ``sd`` to ``config.num_frames`` (in place), warning."""
+    t = config.num_frames
+    key = "visual.temporal_embedding"
+    if key in sd and sd[key].shape[1] != t:
+        warnings.warn(f"{source}: temporal embedding has {sd[key].shape[1]} frames, the model "
+                      f"{t}; interpolating it linearly", stacklevel=3)
+        sd[key] = _interpolate_rows(sd[key][0], t)[None]
+    key = "fusion.frame_position_embeddings.weight"
+    if key in sd and sd[key].shape[0] != t:
+        rows = sd[key].shape[0]
+        if rows == config.text.context_length and rows > t:
+            sd[key] = sd[key][:t]  # the original ActionCLIP table has 77 rows; frames use the first
+        else:
+            warnings.warn(f"{source}: frame position table has {rows} rows, the model {t} frames;"
+                          " interpolating it linearly", stacklevel=3)
+            sd[key] = _interpolate_rows(sd[key], t)
+    key = "fusion.pos_embed"
+    if key in sd and sd[key].shape[1] != t + 1:
+        warnings.warn(f"{source}: fusion position embedding is for {sd[key].shape[1] - 1} frames, "
+                      f"the model {t}; interpolating it linearly", stacklevel=3)
+        table = sd[key][0]
+        sd[key] = torch.cat([table[:1], _interpolate_rows(table[1:], t)])[None]
+
+
+def _fmt_keys(keys: list[str], limit: int = 8) -> str:
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_weights(model: CLIP, ckpt: Checkpoint, *, allow_new_parts: bool = False) -> list[str]:
+    """Load ``ckpt`` into ``model`` strictly; returns the keys initialised fresh.
+
+    ``allow_new_parts``: a CLIP-only checkpoint may leave the temporal / fusion parameters
+    (:data:`NEW_PARTS`) at their initialisation. Anything else missing, unexpected or of the
+    wrong shape raises :class:`CheckpointError` listing the keys.
+    """
+    sd = dict(ckpt.state_dict)
+    adapt_frames(sd, model.config, ckpt.source)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    fresh = [k for k in missing if allow_new_parts and k.startswith(NEW_PARTS)]
+    missing = [k for k in missing if k not in fresh]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in sd if k in expected and sd[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)} key(s): {_fmt_keys(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} key(s): {_fmt_keys(unexpected)}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} shape mismatch(es): {_fmt_keys(mismatched, 4)}")
+        raise CheckpointError(
+            f"{ckpt.source} ({ckpt.format} format, looks like {describe(ckpt.config)}) does not "
+            f"fit the requested {describe(model.config)}: " + "; ".join(problems)
+            + ". Use claver.load_model(path) to build the architecture the checkpoint "
+            "describes, or pass matching options (model name, num_frames, fusion, mask).")
+    dtype = model.dtype
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
+                           for k, v in sd.items()}, strict=False)
+    return fresh
+
+
+def _warn_notes(ckpt: Checkpoint, overrides: dict[str, Any]) -> None:
+    for field_name, note in ckpt.notes.items():
+        given = field_name in overrides or (
+            field_name == "heads" and ("vision" in overrides or "text" in overrides))
+        if not given:
+            warnings.warn(f"{ckpt.source}: {note}", stacklevel=3)
+
+
+def _backbone_of(config: ModelConfig) -> str | None:
+    return next((name for name, (e, v, t) in BACKBONES.items()
+                 if (e, v, t) == (config.embed_dim, config.vision, config.text)), None)
+
+
+def openai_weights(config: ModelConfig, cache_dir: str | Path | None = None) -> Path:
+    """Path to OpenAI's CLIP weights for ``config``'s backbone (downloaded and verified)."""
+    from claver.weights.download import OPENAI_CLIP_URLS, download, openai_sha256
+
+    backbone = _backbone_of(config)
+    name = next((n for n, b in OPENAI_NAMES.items() if b == backbone), None)
+    if name is None:
+        raise ValueError(f"pretrained='openai' needs an OpenAI backbone ({list(OPENAI_NAMES)}); "
+                         f"{describe(config)} has none")
+    url = OPENAI_CLIP_URLS[name]
+    return download(url, openai_sha256(url), cache_dir=cache_dir)
+
+
+def create_model(name: str, *, pretrained: str | Path | None = None,
+                 cache_dir: str | Path | None = None, **overrides: Any) -> CLIP:
+    """Build a named model, optionally with weights.
+
+    ``name``: e.g. ``claver-vit-b16``, ``actionclip-vit-b32``, ``clip-vit-l14``, ``ViT-B/32``,
+    ``claver-tiny`` (see :func:`list_models`). ``overrides``: :class:`ModelConfig` fields
+    (``num_frames=16``, ``mask="kmct"``, ``fusion="Transf"``). ``pretrained``: ``"openai"``
+    (OpenAI CLIP weights, downloaded once and verified; temporal/fusion parts initialised
+    fresh) or a path to any supported checkpoint.
+    """
+    config = get_config(name, **overrides)
+    ckpt = None
+    if pretrained is not None:  # fetch/read weights first: fail fast, before building
+        path = openai_weights(config, cache_dir) if str(pretrained) == "openai" else pretrained
+        ckpt = read_checkpoint(path)
+    model = build_model(config)
+    if ckpt is not None:
+        load_weights(model, ckpt, allow_new_parts=ckpt.config.arch == "clip")
+    return model
+
+
+def load_model(path: str | Path, **overrides: Any) -> CLIP:
+    """Load any supported checkpoint, building the architecture it describes.
+
+    ``overrides`` change the config read from the checkpoint: ``num_frames=16``
+    (interpolates the temporal embedding, with a warning), ``arch="claver"`` to put a CLIP
+    checkpoint under a CLAVER model (temporal parts initialised fresh), ``mask="kmct"``.
+    """
+    ckpt = read_checkpoint(path)
+    _warn_notes(ckpt, overrides)
+    try:
+        config = ckpt.config.replace(**overrides)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot apply options {overrides}: {e}") from None
+    model = build_model(config)
+    load_weights(model, ckpt, allow_new_parts=ckpt.config.arch == "clip")
+    return model
+
+
+def save_model(model: CLIP, path: str | Path) -> Path:
+    """Write ``model`` as our self-describing safetensors file (weights + config JSON)."""
+    from safetensors.torch import save_file
+
+    from claver import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": "claver", "config": json.dumps(model.config.to_dict()),
+            "claver_version": __version__}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["build_model", "create_model", "list_models", "load_model", "load_weights",
+           "save_model", "CheckpointError"]
