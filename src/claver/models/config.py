@@ -109,7 +109,7 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with top-level fields changed (``vision``/``text`` accept dicts of changes)."""
-        for tower, cls in (("vision", VisionConfig), ("text", TextConfig)):
+        for tower in ("vision", "text"):
             if isinstance(changes.get(tower), dict):
                 changes[tower] = dataclasses.replace(getattr(self, tower), **changes[tower])
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

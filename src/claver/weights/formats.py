@@ -30,8 +30,11 @@ from typing import Any
 import torch
 
 from claver.models.config import BACKBONES, ModelConfig, TextConfig, VisionConfig
-from claver.weights.safe_load import detect_container, load_pickle_checkpoint, \
-    load_torchscript_state_dict
+from claver.weights.safe_load import (
+    detect_container,
+    load_pickle_checkpoint,
+    load_torchscript_state_dict,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -196,8 +199,9 @@ def infer_config(sd: Mapping[str, torch.Tensor], **fields: Any) -> ModelConfig:
                               _count_layers(sd, "visual.transformer.resblocks."),
                               max(1, vw // 64))
         tw = sd["ln_final.weight"].shape[0]
-        text = TextConfig(sd["positional_embedding"].shape[0], sd["token_embedding.weight"].shape[0],
-                          tw, _count_layers(sd, "transformer.resblocks."), max(1, tw // 64))
+        text = TextConfig(sd["positional_embedding"].shape[0],
+                          sd["token_embedding.weight"].shape[0], tw,
+                          _count_layers(sd, "transformer.resblocks."), max(1, tw // 64))
         embed_dim = sd["visual.proj"].shape[1]
     except KeyError as e:
         raise CheckpointError(f"not a CLIP ViT state dict: missing key {e.args[0]!r}") from None
@@ -225,7 +229,7 @@ def describe(config: ModelConfig) -> str:
     name = f"{config.arch}-{backbone}"
     if config.arch == "claver":
         return (f"{name} ({config.num_frames} frames, {config.num_temporal_layers} temporal "
-                f"blocks, mask {config.mask})")
+                f"block(s), mask {config.mask})")
     if config.arch == "actionclip":
         return f"{name} (fusion {config.fusion}, {config.num_frames} frames)"
     return name

@@ -1,0 +1,68 @@
+"""The ``claver`` command line (also ``python -m claver``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from claver.demo import run_demo
+
+    run_demo(args.model, args.frames, args.seed)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from claver.models.factory import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from claver.weights.formats import describe, read_checkpoint
+
+    ckpt = read_checkpoint(args.checkpoint)
+    n = sum(v.numel() for v in ckpt.state_dict.values())
+    print(f"file          {ckpt.source}")
+    print(f"format        {ckpt.format}")
+    print(f"architecture  {describe(ckpt.config)}")
+    print(f"tensors       {len(ckpt.state_dict)} ({n / 1e6:.2f}M values)")
+    for note in ckpt.notes.values():
+        print(f"note          {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from claver import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="claver", description="Language-action video learning on CLIP (CLAVER, ActionCLIP)")
+    parser.add_argument("--version", action="version", version=f"claver {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="build a model and classify a generated clip (CPU, "
+                                       "nothing to download)")
+    demo.add_argument("--model", default="claver-tiny", help="model name (claver models)")
+    demo.add_argument("--frames", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+    models = sub.add_parser("models", help="list model names")
+    models.set_defaults(func=_cmd_models)
+    info = sub.add_parser("info", help="describe a checkpoint (any supported format)")
+    info.add_argument("checkpoint")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"claver {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
