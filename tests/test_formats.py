@@ -276,15 +276,15 @@ def test_unsupported_and_corrupt_files(tmp_path):
         load_model(tmp_path / "nope.pt")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(ValueError, match="junk.bin"):
+    with pytest.raises(CheckpointError, match="junk.bin"):
         load_model(junk)
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.safetensors"):
+    with pytest.raises(CheckpointError, match="empty.safetensors"):
         load_model(empty)
     good = save_model(tiny(), tmp_path / "cut.safetensors")
     good.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="cut.safetensors"):
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
         load_model(good)
     safet = tmp_path / "other.safetensors"
     from safetensors.torch import save_file
@@ -305,3 +305,25 @@ def test_openai_tag_needs_openai_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("CLAVER_OFFLINE", "1")
     with pytest.raises(Exception, match=str(tmp_path)):
         claver.create_model("claver-vit-b32", pretrained="openai", cache_dir=tmp_path)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_load_model_refuses_a_malicious_pickle(tmp_path):
+    from claver.weights.safe_load import UnsafeCheckpointError
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": tiny().state_dict(), "config": _Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="system") as e:
+        load_model(path)
+    assert isinstance(e.value, CheckpointError) and "evil.pth" in str(e.value)
+    assert not marker.exists()

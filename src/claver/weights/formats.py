@@ -31,6 +31,7 @@ import torch
 
 from claver.models.config import BACKBONES, ModelConfig, TextConfig, VisionConfig
 from claver.weights.safe_load import (
+    CheckpointError,
     detect_container,
     load_pickle_checkpoint,
     load_torchscript_state_dict,
@@ -40,10 +41,6 @@ StateDict = dict[str, torch.Tensor]
 
 FORMATS = ("claver", "openai-clip", "claver-official", "actionclip-original",
            "actionclip-mmaction2", "hf-clip")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the requested model."""
 
 
 @dataclass

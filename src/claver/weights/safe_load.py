@@ -76,7 +76,11 @@ _YACS_MARK = "_claver_yacs_cfgnode"
 _LOAD_LOCK = threading.RLock()
 
 
-class CheckpointReadError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the requested model."""
+
+
+class CheckpointReadError(CheckpointError):
     """The file is not a readable checkpoint (empty, truncated, corrupt or another format)."""
 
     def __init__(self, message: str, path: PathLike | None = None) -> None:
@@ -84,7 +88,7 @@ class CheckpointReadError(ValueError):
         self.path = None if path is None else Path(path)
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(CheckpointError):
     """The checkpoint references globals outside the allow-list; nothing was executed."""
 
     def __init__(self, message: str, path: PathLike, globals_: Iterable[str]) -> None:
