@@ -253,7 +253,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     sd["visual.prompts_generator.alpha"] = torch.zeros(1)
     path = tmp_path / "bad.pth"
     torch.save({"model": sd}, path)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(CheckpointError) as e, pytest.warns(UserWarning, match="assuming kmt"):
         load_model(path)
     msg = str(e.value)
     assert "missing 1 key(s): visual.transformer_t.resblocks.0.temporal_ln_2.bias" in msg

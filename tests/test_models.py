@@ -204,3 +204,16 @@ def test_bad_text_and_dtype():
         m.encode_video(torch.zeros(1, T, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\(A, C, 77\)"):
         m(video(), torch.zeros(1, 1, 2, 77, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name,count", [
+    # parameter counts of OpenAI's released CLIP models
+    ("clip-vit-b32", 151_277_313), ("clip-vit-b16", 149_620_737),
+    ("clip-vit-l14", 427_616_513), ("clip-vit-l14-336", 427_944_193),
+])
+def test_full_size_presets_match_openai_parameter_counts(name, count):
+    from claver.models.factory import build_model
+
+    with torch.device("meta"):  # shapes only, no memory
+        model = build_model(get_config(name))
+    assert sum(p.numel() for p in model.parameters()) == count

@@ -8,6 +8,7 @@ dicts load without renaming.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -182,7 +183,7 @@ class CLIP(nn.Module):
         self.transformer = Transformer(t.width, t.layers, t.heads)
         self.ln_final = LayerNorm(t.width)
         self.text_projection = nn.Parameter(torch.empty(t.width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1 / 0.07)))))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=t.width**-0.5)
