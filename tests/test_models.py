@@ -217,3 +217,14 @@ def test_full_size_presets_match_openai_parameter_counts(name, count):
     with torch.device("meta"):  # shapes only, no memory
         model = build_model(get_config(name))
     assert sum(p.numel() for p in model.parameters()) == count
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_model_runs_in_low_precision(dtype):
+    m = tiny()
+    v = video()
+    with torch.no_grad():
+        ref = m(v, claver.tokenize(["a", "b"]))
+        low = m.to(dtype)(v.to(dtype), claver.tokenize(["a", "b"]))
+    assert low.dtype == dtype
+    torch.testing.assert_close(low.float(), ref, atol=0.5, rtol=0.05)

@@ -23,7 +23,10 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 (stable when the model runs in fp16/bf16)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return out.to(x.dtype)
 
 
 class QuickGELU(nn.Module):

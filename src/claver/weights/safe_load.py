@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "CheckpointError",
     "CheckpointReadError",
     "ConfigNode",
     "EXTRA_SAFE_GLOBALS",

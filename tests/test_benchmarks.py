@@ -1,0 +1,21 @@
+"""The benchmark scripts run (quick mode) and check equality before they time anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_kronecker_attention_benchmark_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kronecker_attention.py"),
+                          "--quick"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    diffs = [float(line.split("max|out diff| ")[1].split()[0])
+             for line in out.stdout.splitlines() if line.startswith("check ")]
+    assert len(diffs) == 2 and max(diffs) <= 1e-4  # our block equals the naive reference
+    rows = [line for line in out.stdout.splitlines() if line.strip().endswith("x")
+            and line.split()[0].isdigit()]
+    assert len(rows) == 2  # one row per (T, L) in quick mode
