@@ -1,0 +1,1 @@
+"""Video data: decoding, sources, sampling, transforms, datasets."""
