@@ -16,6 +16,8 @@ _LAZY = {
     "load_model": "claver.models.factory",
     "list_models": "claver.models.factory",
     "kronecker_mask": "claver.models.kronecker",
+    "read_video": "claver.data.decode",
+    "probe_video": "claver.data.decode",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,618 @@
+"""Video decoding behind one small interface: ``VideoReader``, ``read_video``, ``probe_video``.
+
+Frames come out as uint8 tensors (T, H, W, 3), RGB, upright, in the order of the requested
+indices. A frame's index is its position in *presentation* order (0 .. num_frames - 1), so
+indices stay right for variable frame rate and B-frame streams.
+
+Backends, chosen by name:
+
+- ``"pyav"`` (default, always installed). One demux-only pass over the packets when the reader
+  opens gives the exact frame count (the container header is never trusted: it can lie or be
+  absent) and the keyframe positions. Decoding then runs forward and seeks only when a
+  keyframe lies between the current position and the target (or to go backwards), with one
+  decoder thread. ``reader.stats`` counts ``seeks`` and ``decoded`` frames. Streams without
+  timestamps (raw ``.h264``) are decoded strictly forward; going back reopens the stream.
+- ``"decord"`` (``pip install "claver[decord]"``, decord2) and ``"torchcodec"``
+  (``pip install "claver[torchcodec]"``, pinned 0.13.0, needs FFmpeg shared libraries:
+  ``apt install ffmpeg``), imported lazily, one thread each. The PyAV packet scan supplies
+  ``info`` and checks them; a file they get wrong is handed to PyAV with a ``RuntimeWarning``
+  (``reader.backend`` then says ``"pyav"``). Found here: decord2 3.4 crashes on 90/270-degree
+  rotated videos, returns wrong frames after seeks in AVI files with B-frames and rejects
+  raw streams; torchcodec 0.13 rejects raw streams and returns wrong frames after seeks in
+  AVI files with B-frames; both count the cut-short last packet of a truncated file.
+
+Rotation: a display matrix (phone videos) is applied so frames come out upright;
+``VideoInfo.rotation`` is the clockwise angle (0/90/180/270, the convention of the legacy
+``rotate`` tag) that was applied, and ``width``/``height`` are the upright size. Flips in
+the matrix and non-square sample aspect ratios are ignored.
+
+``short_side``: frames are scaled so their shorter side equals ``short_side`` (aspect ratio
+kept, long side rounded), in both directions. PyAV scales inside the colour conversion
+(swscale, bilinear with area-aware filtering when shrinking), which is cheaper than
+decoding at full size and resizing afterwards; decord and torchcodec frames are resized
+with antialiased bilinear interpolation in torch (decord2's own scaler fails for some sizes).
+``info`` always describes the video at its native size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib
+import io
+import itertools
+import math
+import operator
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+import torch
+import torch.nn.functional as F
+
+from claver.data.sampling import segment_indices
+
+VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+BACKENDS = ("pyav", "decord", "torchcodec")
+_INSTALL_HINTS = {
+    "decord": 'pip install "claver[decord]"',
+    "torchcodec": 'pip install "claver[torchcodec]" (torchcodec==0.13.0) and install FFmpeg '
+                  "shared libraries (Debian/Ubuntu: apt install ffmpeg)",
+}
+_MODULES = {"decord": "decord", "torchcodec": "torchcodec.decoders"}
+_SEEK_MIN_SKIP = 2  # seek forward only if that skips decoding at least this many frames
+_REENCODE = "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or drop it from the list"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds. ``width``/``height`` are the upright (rotation-applied) size;
+    ``rotation`` is clockwise degrees; ``frame_count_exact`` is True when ``num_frames`` was
+    counted from the stream rather than read from the container header."""
+
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    codec: str
+    rotation: int = 0
+    frame_count_exact: bool = True
+
+
+class VideoDecodeError(ValueError):
+    """A video cannot be read. ``source`` names the file, ``reason`` says why, ``hint`` how
+    to fix it; the message holds all three."""
+
+    def __init__(self, source: str, reason: str, hint: str = "") -> None:
+        self.source, self.reason, self.hint = source, reason, hint
+        super().__init__(f"{source}: {reason}" + (f". Fix: {hint}" if hint else ""))
+
+
+class BackendUnavailableError(ImportError):
+    """An optional decoding backend is not installed; the message gives the install command."""
+
+
+@functools.cache
+def _backend_module(name: str) -> Any:
+    if name not in _MODULES:
+        raise ValueError(f"unknown video backend {name!r}; choose one of {BACKENDS}")
+    try:
+        return importlib.import_module(_MODULES[name])
+    except Exception as exc:  # missing package, or torchcodec without FFmpeg libraries
+        raise BackendUnavailableError(
+            f"video backend {name!r} is not usable ({type(exc).__name__}: {exc}); "
+            f"install it with: {_INSTALL_HINTS[name]}. The default backend 'pyav' needs "
+            "nothing extra."
+        ) from exc
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that import here, ``"pyav"`` first."""
+    names = ["pyav"]
+    for name in BACKENDS[1:]:
+        try:
+            _backend_module(name)
+        except BackendUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+class _Source:
+    """A checked video source: a path, bytes, or a seekable binary file object."""
+
+    def __init__(self, src: VideoSource) -> None:
+        self.path: Path | None = None
+        self.data: bytes | None = None
+        self.fileobj: BinaryIO | None = None
+        if isinstance(src, (str, os.PathLike)):
+            self.path = Path(src)
+            self.name = str(src)
+            if not self.path.exists():
+                raise VideoDecodeError(self.name, "file not found",
+                                       "check the path and the dataset root directory")
+            if not self.path.is_file():
+                raise VideoDecodeError(self.name, "not a regular file (a directory?)",
+                                       "pass the path of a video file")
+            size = self.path.stat().st_size
+        elif isinstance(src, (bytes, bytearray, memoryview)):
+            self.data = bytes(src)
+            size = len(self.data)
+            self.name = f"<bytes, {size} bytes>"
+        elif hasattr(src, "read") and hasattr(src, "seek"):
+            self.fileobj = src
+            name = getattr(src, "name", None)
+            self.name = name if isinstance(name, str) else "<file object>"
+            src.seek(0, io.SEEK_END)
+            size = src.tell()
+            src.seek(0)
+        else:
+            raise TypeError(f"video source must be a path, bytes or a seekable binary file "
+                            f"object, got {type(src).__name__}")
+        if not size:
+            raise VideoDecodeError(self.name, "file is empty (0 bytes)",
+                                   "re-download or re-create it, or drop it from the list")
+
+    def for_library(self) -> Any:
+        """What decoders accept: a path string, or a file object at position 0."""
+        if self.path is not None:
+            return str(self.path)
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.fileobj is not None
+        self.fileobj.seek(0)
+        return self.fileobj
+
+    def error(self, reason: str, hint: str = _REENCODE) -> VideoDecodeError:
+        return VideoDecodeError(self.name, reason, hint)
+
+
+def _open_video(source: _Source) -> tuple[Any, Any]:
+    """Open with PyAV and pick the first video stream (one decoder thread)."""
+    try:
+        container = av.open(source.for_library(), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise source.error(f"cannot open: not a video container FFmpeg understands, or a "
+                           f"corrupt/truncated file ({exc})") from exc
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        if "audio" in kinds:
+            raise source.error("audio-only file: no video stream",
+                               "this is not a video; drop it from the list")
+        raise source.error(f"no video stream (streams: {', '.join(kinds) or 'none'})",
+                           "check that this is a video file")
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1
+    stream.codec_context.thread_type = "NONE"
+    return container, stream
+
+
+def _first_frame(stream: Any, packet: Any) -> Any | None:
+    """Decode one packet (plus a drain) to read size and display matrix; None on failure."""
+    try:
+        stream.codec_context.flush_buffers()
+        frames = stream.decode(packet) or stream.decode(None)
+    except av.FFmpegError:
+        return None
+    return frames[0] if frames else None
+
+
+def _clockwise(ccw: float | None) -> int:
+    """FFmpeg's counter-clockwise display rotation -> clockwise degrees in {0, 90, 180, 270}."""
+    if ccw is None or not math.isfinite(ccw):
+        return 0
+    return int(round(-ccw / 90.0)) % 4 * 90
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(W, H) with the shorter side equal to ``short_side`` and the aspect ratio kept."""
+    if short_side is None:
+        return width, height
+    if width <= height:
+        return short_side, max(1, round(height * short_side / width))
+    return max(1, round(width * short_side / height)), short_side
+
+
+def _resize_short_side(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 (T, H, W, 3) so min(H, W) == short_side."""
+    if short_side is None or frames.shape[0] == 0:
+        return frames
+    t, h, w, _ = frames.shape
+    new_w, new_h = _scaled_size(w, h, short_side)
+    if (new_w, new_h) == (w, h):
+        return frames
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class _PyAVBackend:
+    """PyAV decoding with a packet index: exact count, keyframe-aware seeking."""
+
+    name = "pyav"
+
+    def __init__(self, source: _Source, short_side: int | None) -> None:
+        self.source = source
+        self.stats = {"seeks": 0, "decoded": 0}
+        self._container: Any = None
+        self._stream: Any = None
+        self._frames: Iterator[Any] = iter(())
+        self._next = 0
+        self._last: tuple[int, torch.Tensor] | None = None
+        self._error: Exception | None = None
+        self._scan(short_side)
+
+    def _scan(self, short_side: int | None) -> None:
+        """One demux-only pass: exact count, presentation order, keyframes; decode frame 0."""
+        container, stream = _open_video(self.source)
+        packets: list[tuple[Any, bool, int, bool]] = []  # pts, keyframe, duration, corrupt
+        first, tries = None, 3  # decode the first keyframe(s) until one frame comes out
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:  # end-of-stream marker or an empty AVI "skip" chunk
+                    continue
+                packets.append((packet.pts, packet.is_keyframe, packet.duration or 0,
+                                packet.is_corrupt))
+                if first is None and tries and (packet.is_keyframe or len(packets) == 1):
+                    first, tries = _first_frame(stream, packet), tries - 1
+        except (av.FFmpegError, OSError) as exc:  # truncated or corrupt container
+            self._error = exc
+        finally:
+            ctx = stream.codec_context
+            codec, width, height = ctx.name, ctx.width, ctx.height
+            self.format_name = container.format.name
+            time_base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
+            container.close()
+        exact = self._error is None
+        while packets and packets[-1][3]:  # a packet cut short by truncation: not a frame
+            packets.pop()
+            exact = False
+        n = len(packets)
+        if n == 0 or (first is None and self._error is not None):
+            detail = f" ({self._error})" if self._error else ""
+            raise self.source.error(f"corrupt or truncated stream: no decodable video frames"
+                                    f"{detail}")
+        if first is not None:
+            width, height = first.width, first.height
+        self._rotation = _clockwise(first.rotation) if first is not None else 0
+        self._rot_k = -self._rotation // 90  # torch.rot90 turns counter-clockwise for k > 0
+        self._size = _scaled_size(width, height, short_side)
+        self._index_of: dict[int, int] = {}
+        self._keyframes: list[int] = []
+        pts = [p[0] for p in packets]
+        self.reordered = None in pts or any(b < a for a, b in itertools.pairwise(pts))
+        if None not in pts and len(set(pts)) == n:
+            order = sorted(range(n), key=pts.__getitem__)
+            self._pts = [pts[i] for i in order]
+            self._index_of = {t: i for i, t in enumerate(self._pts)}
+            self._keyframes = [pos for pos, i in enumerate(order) if packets[i][1]]
+            steps = sorted(b - a for a, b in itertools.pairwise(self._pts)) or [0]
+            last = packets[order[-1]][2] or steps[len(steps) // 2]
+            duration = float((self._pts[-1] - self._pts[0] + last) * time_base)
+        else:  # no usable timestamps (raw bitstreams): forward decoding only
+            duration = n / float(rate) if rate else 0.0
+        fps = n / duration if duration > 0 else float(rate or 0.0)
+        if self._rotation in (90, 270):
+            width, height = height, width
+        self.info = VideoInfo(num_frames=n, fps=fps, duration=duration, width=width,
+                              height=height, codec=codec, rotation=self._rotation,
+                              frame_count_exact=exact)
+
+    # -- decoding -----------------------------------------------------------------------
+    def _decoded_frames(self) -> Iterator[Any]:
+        """Frames from the current demuxer position to the end of the stream."""
+        stream = self._stream
+        try:
+            for packet in self._container.demux(stream):
+                if not packet.size:
+                    continue
+                try:
+                    frames = stream.decode(packet)
+                except av.FFmpegError as exc:  # a damaged packet: skip it, remember why
+                    self._error = exc
+                    continue
+                for frame in frames:
+                    self.stats["decoded"] += 1
+                    yield frame
+            frames = stream.decode(None)
+        except (av.FFmpegError, OSError) as exc:
+            self._error = exc
+            return
+        for frame in frames:
+            self.stats["decoded"] += 1
+            yield frame
+
+    def _frame_position(self, frame: Any) -> int:
+        index = self._index_of.get(frame.pts) if frame.pts is not None else None
+        return self._next if index is None else index
+
+    def _rewind(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self.stats["seeks"] += 1
+        self._container, self._stream = _open_video(self.source)
+        self._frames = self._decoded_frames()
+        self._next = 0
+
+    def _seek_before(self, target: int) -> None:
+        """Position the decoder at the last keyframe <= target (reopen for frame 0)."""
+        if self._container is None:
+            self._rewind()  # first use: open at frame 0 (not counted as a seek)
+            if not self._needs_seek(target):
+                return
+        k = bisect.bisect_right(self._keyframes, target) - 1
+        while k >= 0 and self._keyframes[k] > 0:
+            self._container.seek(self._pts[self._keyframes[k]], stream=self._stream,
+                                 backward=True)  # PyAV flushes the decoder after a seek
+            self.stats["seeks"] += 1
+            self._frames = self._decoded_frames()
+            first = next(self._frames, None)
+            if first is not None:
+                position = self._index_of.get(first.pts)
+                if position is not None and position <= target:
+                    self._next = position
+                    self._frames = itertools.chain([first], self._frames)
+                    return
+            k -= 1  # landed after the target (inexact index): try an earlier keyframe
+        self._rewind()
+
+    def _needs_seek(self, target: int) -> bool:
+        if self._container is None or target < self._next:
+            return True
+        k = bisect.bisect_right(self._keyframes, target) - 1
+        return k >= 0 and self._keyframes[k] - self._next >= _SEEK_MIN_SKIP
+
+    def _frame_at(self, target: int) -> torch.Tensor:
+        if self._last is not None and self._last[0] == target:
+            return self._last[1]
+        if self._needs_seek(target):
+            self._seek_before(target)
+        for frame in self._frames:
+            position = self._frame_position(frame)
+            self._next = position + 1
+            if position == target:
+                self._last = (target, self._convert(frame))
+                return self._last[1]
+            if position > target:
+                break
+        detail = f"; FFmpeg said: {self._error}" if self._error else ""
+        raise self.source.error(f"corrupt or truncated stream: frame {target} of "
+                                f"{self.info.num_frames} could not be decoded{detail}")
+
+    def _convert(self, frame: Any) -> torch.Tensor:
+        width, height = self._size
+        array = frame.to_ndarray(format="rgb24", width=width, height=height,
+                                 interpolation="BILINEAR", threads=1)
+        tensor = torch.from_numpy(array)
+        return torch.rot90(tensor, self._rot_k, dims=(0, 1)) if self._rot_k else tensor
+
+    def get_frames(self, indices: list[int]) -> torch.Tensor:
+        width, height = self._size
+        if self._rotation in (90, 270):
+            width, height = height, width
+        out = torch.empty((len(indices), height, width, 3), dtype=torch.uint8)
+        slots: dict[int, list[int]] = {}
+        for slot, index in enumerate(indices):
+            slots.setdefault(index, []).append(slot)
+        try:
+            for index in sorted(slots):
+                out[slots[index]] = self._frame_at(index)
+        except (av.FFmpegError, OSError) as exc:
+            raise self.source.error(f"corrupt or truncated stream ({exc})") from exc
+        return out
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+class _Unsupported(Exception):
+    """An optional backend cannot handle this file; the reader falls back to PyAV."""
+
+    def __init__(self, reason: str, fallback: _PyAVBackend | None = None) -> None:
+        super().__init__(reason)
+        self.fallback = fallback
+
+
+def _short_error(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+
+
+class _DecordBackend:
+    """decord2 ``VideoReader.get_batch``, checked against the PyAV packet scan."""
+
+    name = "decord"
+
+    def __init__(self, source: _Source, short_side: int | None) -> None:
+        decord = _backend_module("decord")
+        self._short_side = short_side
+        self.stats = {"seeks": 0, "decoded": 0}
+        self.probe = _PyAVBackend(source, short_side)  # exact count, rotation (no decoding)
+        self.info = self.probe.info
+        if self.info.rotation in (90, 270):
+            raise _Unsupported("decord2 cannot decode 90/270-degree rotated videos", self.probe)
+        try:
+            self._reader = decord.VideoReader(source.for_library(), ctx=decord.cpu(0),
+                                              num_threads=1)
+            n = len(self._reader)
+            starts = self._reader.get_frame_timestamp(list(range(n)))[:, 0] if n else None
+        except Exception as exc:  # decord raises its own DECORDError (an Exception)
+            raise _Unsupported(f"decord2 failed: {_short_error(exc)}", self.probe) from exc
+        if n != self.info.num_frames:
+            raise _Unsupported(f"decord2 counts {n} frames where the stream holds "
+                               f"{self.info.num_frames}", self.probe)
+        if starts is None or not (starts >= 0).all():
+            raise _Unsupported("decord2 has no valid frame timestamps (its seeks would return "
+                               "wrong frames)", self.probe)
+
+    def get_frames(self, indices: list[int]) -> torch.Tensor:
+        try:
+            batch = self._reader.get_batch(indices).asnumpy()
+        except Exception as exc:
+            raise _Unsupported(f"decord2 failed: {_short_error(exc)}", self.probe) from exc
+        self.stats["decoded"] += len(indices)
+        return _resize_short_side(torch.from_numpy(batch), self._short_side)
+
+    def close(self) -> None:
+        self._reader = None
+        self.probe.close()
+
+
+class _TorchCodecBackend:
+    """torchcodec ``VideoDecoder`` (exact seek mode, applies rotation itself), checked
+    against the PyAV packet scan."""
+
+    name = "torchcodec"
+
+    def __init__(self, source: _Source, short_side: int | None) -> None:
+        decoders = _backend_module("torchcodec")
+        self._short_side = short_side
+        self.stats = {"seeks": 0, "decoded": 0}
+        self.probe = _PyAVBackend(source, short_side)
+        self.info = self.probe.info
+        if "avi" in self.probe.format_name.split(",") and self.probe.reordered:
+            raise _Unsupported("torchcodec returns wrong frames after seeks in AVI files with "
+                               "B-frames", self.probe)
+        try:
+            self._decoder = decoders.VideoDecoder(source.for_library(), dimension_order="NHWC",
+                                                  num_ffmpeg_threads=1, seek_mode="exact")
+            n = int(self._decoder.metadata.num_frames or 0)
+        except Exception as exc:
+            raise _Unsupported(f"torchcodec failed: {_short_error(exc)}", self.probe) from exc
+        if n != self.info.num_frames:
+            raise _Unsupported(f"torchcodec counts {n} frames where the stream holds "
+                               f"{self.info.num_frames}", self.probe)
+
+    def get_frames(self, indices: list[int]) -> torch.Tensor:
+        try:
+            frames = self._decoder.get_frames_at(indices=indices).data
+        except Exception as exc:
+            raise _Unsupported(f"torchcodec failed: {_short_error(exc)}", self.probe) from exc
+        self.stats["decoded"] += len(indices)
+        return _resize_short_side(frames.contiguous(), self._short_side)
+
+    def close(self) -> None:
+        self._decoder = None
+        self.probe.close()
+
+
+_BACKEND_CLASSES = {"pyav": _PyAVBackend, "decord": _DecordBackend,
+                    "torchcodec": _TorchCodecBackend}
+
+
+class VideoReader:
+    """Random access to the frames of one video.
+
+    ``src`` is a path, ``bytes`` or a seekable binary file object (read from position 0 to
+    its end). ``backend`` is ``"pyav"``, ``"decord"`` or ``"torchcodec"``; ``short_side``
+    scales frames so their shorter side has that many pixels. Opening checks the file and
+    raises ``VideoDecodeError`` (missing, empty, corrupt, audio-only, ...).
+    """
+
+    def __init__(self, src: VideoSource, backend: str = "pyav", *,
+                 short_side: int | None = None) -> None:
+        if backend not in _BACKEND_CLASSES:
+            raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
+        if short_side is not None and short_side < 1:
+            raise ValueError(f"short_side must be a positive integer, got {short_side}")
+        self.requested_backend = backend
+        self.fallback_reason: str | None = None
+        self._short_side = short_side
+        if backend != "pyav":
+            _backend_module(backend)  # BackendUnavailableError before anything else
+        self._source = _Source(src)
+        try:
+            self._impl: Any = _BACKEND_CLASSES[backend](self._source, short_side)
+        except _Unsupported as exc:
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: _Unsupported) -> None:
+        if hasattr(self, "_impl"):
+            self._impl.close()  # a closed PyAV probe reopens itself when used
+        self._impl = exc.fallback or _PyAVBackend(self._source, self._short_side)
+        self.fallback_reason = str(exc)
+        warnings.warn(f"{self._source.name}: {exc}; decoding it with pyav instead",
+                      RuntimeWarning, stacklevel=3)
+
+    @property
+    def backend(self) -> str:
+        """The backend actually decoding this file (``"pyav"`` after a fallback)."""
+        return self._impl.name
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._impl.info
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Work counters: ``seeks`` (demuxer seeks and rewinds) and ``decoded`` frames
+        (decord/torchcodec: frames returned; they do not report their seeks)."""
+        return self._impl.stats
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed): uint8 (T, H, W, 3)."""
+        wanted = [operator.index(i) for i in indices]
+        n = self.info.num_frames
+        for i in wanted:
+            if not 0 <= i < n:
+                raise self._source.error(
+                    f"frame index {i} out of range: the video has {n} frames (valid 0..{n - 1})",
+                    "sample indices from reader.info.num_frames")
+        if not wanted:
+            w, h = _scaled_size(self.info.width, self.info.height, self._short_side)
+            return torch.empty((0, h, w, 3), dtype=torch.uint8)
+        try:
+            return self._impl.get_frames(wanted)
+        except _Unsupported as exc:
+            self._fall_back(exc)
+            return self._impl.get_frames(wanted)
+
+    def close(self) -> None:
+        self._impl.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"VideoReader({self._source.name!r}, backend={self.backend!r}, {self.info})"
+
+
+def read_video(src: VideoSource, num_frames: int | None = None,
+               indices: Sequence[int] | None = None, backend: str = "pyav",
+               short_side: int | None = None) -> torch.Tensor:
+    """Decode a video to uint8 (T, H, W, 3).
+
+    ``num_frames``: T frames at the centres of T equal segments (TSN test sampling; short
+    videos repeat frames). ``indices``: exactly those frames. Neither: every frame.
+    """
+    if num_frames is not None and indices is not None:
+        raise ValueError("pass num_frames or indices, not both")
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    with VideoReader(src, backend, short_side=short_side) as reader:
+        n = reader.info.num_frames
+        if indices is None:
+            indices = (range(n) if num_frames is None
+                       else segment_indices(n, num_frames, train=False).tolist())
+        return reader.get_frames(indices)
+
+
+def probe_video(src: VideoSource, backend: str = "pyav") -> VideoInfo:
+    """Metadata of a video (exact frame count, fps, duration, upright size, codec, rotation)."""
+    with VideoReader(src, backend) as reader:
+        return reader.info

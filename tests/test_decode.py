@@ -1,0 +1,422 @@
+"""Decoding: exact frames for given indices and seeks, every installed backend and codec.
+
+The videos are made here (``videos.py``); each frame draws its own index, so every test
+checks the exact frames returned, their orientation and RGB order.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+import claver
+from claver.data import decode
+from claver.data.decode import (
+    BackendUnavailableError,
+    VideoDecodeError,
+    VideoInfo,
+    VideoReader,
+    available_backends,
+    probe_video,
+    read_video,
+)
+from videos import (
+    MAX_INDEX,
+    ByteWindow,
+    draw_index,
+    frame_index,
+    frame_indices,
+    keyframe_indices,
+    make_audio_only,
+    make_empty,
+    make_garbage,
+    make_lying_header,
+    make_raw_h264,
+    make_truncated,
+    make_video,
+    vfr_pts_ms,
+)
+
+BACKENDS = available_backends()
+# optional backends hand some files to pyav with a RuntimeWarning (tested at the end)
+pytestmark = pytest.mark.filterwarnings("ignore:.*decoding it with pyav instead:RuntimeWarning")
+N = 100  # frames in the main videos; keyframes every GOP frames
+GOP = 10
+MAIN = {  # name: (codec, file suffix, extra make_video arguments)
+    "h264": ("h264", "mp4", {}),
+    "mpeg4": ("mpeg4", "avi", {}),
+    "vp9": ("vp9", "webm", {}),
+    "mjpeg": ("mjpeg", "avi", {}),
+    "mjpeg-mkv": ("mjpeg", "mkv", {}),
+    "mpeg4-bframes": ("mpeg4", "avi", {"bframes": 2}),
+}
+CODECS = ["h264", "mpeg4", "vp9", "mjpeg"]
+INDEX_CASES = {
+    "sparse-sorted": [0, 7, 13, 29, 30, 64, 99],
+    "unsorted-duplicates": [50, 3, 50, 99, 0, 3, 71, 70, 71],
+    "far-seeks": [2, 95, 41, 88, 17],
+    "single-last": [99],
+}
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    out: dict[str, Path] = {}
+    for name, (codec, ext, extra) in MAIN.items():
+        out[name] = make_video(d / f"{name}.{ext}", num_frames=N, codec=codec, gop=GOP, **extra)
+    for codec in CODECS:
+        ext = MAIN[codec][1]
+        out[f"odd-{codec}"] = make_video(d / f"odd-{codec}.{ext}", num_frames=12, codec=codec,
+                                         size=(171, 97))
+    out["vfr-h264"] = make_video(d / "vfr.mp4", num_frames=60, codec="h264", vfr=True, gop=8)
+    out["vfr-vp9"] = make_video(d / "vfr.webm", num_frames=60, codec="vp9", vfr=True, gop=8)
+    for rot in (90, 180, 270):
+        out[f"rot{rot}"] = make_video(d / f"rot{rot}.mp4", num_frames=12, rotation=rot)
+    out["short"] = make_video(d / "short.mp4", num_frames=5)
+    out["lying"] = make_lying_header(d / "lying.avi", num_frames=30, claimed=500)
+    out["raw"] = make_raw_h264(d / "raw.h264", num_frames=40, gop=GOP)
+    out["empty"] = make_empty(d / "empty.mp4")
+    out["garbage"] = make_garbage(d / "garbage.mp4")
+    out["audio-m4a"] = make_audio_only(d / "audio.m4a")
+    out["audio-wav"] = make_audio_only(d / "audio.wav", codec="pcm_s16le")
+    for name in ("h264", "vp9", "mpeg4"):
+        src = out[name]
+        out[f"cut-{name}"] = make_truncated(src, d / f"cut-{name}{src.suffix}", fraction=0.6)
+    out["missing"] = d / "no_such_video.mp4"
+    return out
+
+
+# -- the fixture itself ------------------------------------------------------------------
+def test_pattern_round_trip_and_orientation_check():
+    for i in (0, 1, 2, 77, 1000, MAX_INDEX):
+        assert frame_index(draw_index(i, 64, 48)) == i
+        assert frame_index(draw_index(i, 171, 97)) == i
+    img = draw_index(5, 64, 48)
+    for bad in (img[:, ::-1], img[::-1], img[..., ::-1], torch.from_numpy(img).rot90().numpy()):
+        with pytest.raises(ValueError):
+            frame_index(bad)
+
+
+def test_fixture_videos_have_the_intended_structure(vids):
+    assert keyframe_indices(vids["h264"]) == list(range(0, N, GOP))
+    assert len(keyframe_indices(vids["vp9"])) >= 5
+    assert keyframe_indices(vids["mjpeg"]) == list(range(N))
+    with av.open(str(vids["mjpeg-mkv"])) as c:
+        assert c.streams.video[0].frames == 0  # Matroska stores no frame count
+    with av.open(str(vids["lying"])) as c:
+        assert c.streams.video[0].frames == 500  # the header lies: 30 frames inside
+
+
+# -- exact indices: every backend x codec ------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(MAIN))
+def test_all_frames(vids, backend, name):
+    with VideoReader(vids[name], backend) as r:
+        assert r.info.num_frames == N
+        frames = r.get_frames(range(N))
+    assert frames.dtype == torch.uint8 and frames.shape == (N, 48, 64, 3)
+    assert frame_indices(frames) == list(range(N))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(MAIN))
+@pytest.mark.parametrize("case", list(INDEX_CASES))
+def test_exact_indices(vids, backend, name, case):
+    indices = INDEX_CASES[case]
+    with VideoReader(vids[name], backend) as r:
+        assert frame_indices(r.get_frames(indices)) == indices
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(MAIN))
+def test_backward_and_forward_jumps_on_oneVideoReader(vids, backend, name):
+    calls = [[90, 91], [10, 11], [95], [5], [60, 2], [60], [99, 98, 97]]
+    with VideoReader(vids[name], backend) as r:
+        for indices in calls:
+            assert frame_indices(r.get_frames(indices)) == indices
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", CODECS)
+def test_tsn_segment_centres(vids, backend, name):
+    # n = 100, T = 8: segment 12.5 frames, centre int(12.5 * i + 6.25)
+    frames = read_video(vids[name], num_frames=8, backend=backend)
+    assert frame_indices(frames) == [6, 18, 31, 43, 56, 68, 81, 93]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tsn_more_segments_than_frames_repeats_frames(vids, backend):
+    # n = 5, T = 8: segment 0.625, centres int(0.625 * i + 0.3125)
+    frames = read_video(vids["short"], num_frames=8, backend=backend)
+    assert frame_indices(frames) == [0, 0, 1, 2, 2, 3, 4, 4]
+    assert frame_indices(read_video(vids["short"], backend=backend)) == [0, 1, 2, 3, 4]
+
+
+# -- seeking is keyframe-aware (instrumented pyav reader) --------------------------------
+@pytest.mark.parametrize("name", CODECS)
+def test_sequential_reads_never_seek(vids, name):
+    with VideoReader(vids[name]) as r:
+        for start in range(0, 40, 8):
+            assert frame_indices(r.get_frames(range(start, start + 8))) == list(
+                range(start, start + 8))
+        assert r.stats == {"seeks": 0, "decoded": 40}
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_far_jump_seeks_and_skips_decoding(vids, name):
+    with VideoReader(vids[name]) as r:
+        assert frame_indices(r.get_frames([95])) == [95]
+        assert r.stats["seeks"] >= 1
+        # keyframe 90 -> about 6 frames (+ B-frame reorder delay), far fewer than 95
+        assert r.stats["decoded"] <= 15
+        seeks = r.stats["seeks"]
+        assert frame_indices(r.get_frames([97])) == [97]  # same GOP: continue, no seek
+        assert r.stats["seeks"] == seeks
+
+
+@pytest.mark.parametrize("name", ["h264", "mpeg4", "vp9"])
+def test_seek_only_when_a_keyframe_lies_between(vids, name):
+    with VideoReader(vids[name]) as r:
+        r.get_frames([2])
+        r.get_frames([8])  # next keyframe is 10: decode forward
+        assert r.stats["seeks"] == 0
+        r.get_frames([57])  # keyframes 10..50 in between: seek to 50
+        assert r.stats["seeks"] == 1
+        decoded = r.stats["decoded"]
+        r.get_frames([3])  # backwards: rewind
+        assert r.stats["seeks"] == 2
+        assert r.stats["decoded"] - decoded <= 10
+
+
+def test_raw_stream_without_timestamps_decodes_forward_and_rewinds(vids):
+    with VideoReader(vids["raw"]) as r:
+        assert r.info.num_frames == 40 and r.info.frame_count_exact
+        assert frame_indices(r.get_frames([35, 2, 20])) == [35, 2, 20]
+        assert frame_indices(r.get_frames([1])) == [1]
+        assert r.stats["seeks"] == 1  # one rewind for the backward jump
+
+
+# -- metadata and awkward files ----------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", CODECS)
+def test_probe(vids, backend, name):
+    info = probe_video(vids[name], backend=backend)
+    assert isinstance(info, VideoInfo)
+    assert (info.num_frames, info.width, info.height, info.rotation) == (N, 64, 48, 0)
+    assert info.fps == pytest.approx(25.0, rel=1e-3)
+    assert info.duration == pytest.approx(N / 25.0, rel=1e-3)
+    assert info.codec == MAIN[name][0] and info.frame_count_exact
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["vfr-h264", "vfr-vp9"])
+def test_variable_frame_rate(vids, backend, name):
+    with VideoReader(vids[name], backend) as r:
+        assert r.info.num_frames == 60
+        assert r.info.duration == pytest.approx(vfr_pts_ms(60)[-1] / 1000, abs=0.1)
+        assert frame_indices(r.get_frames(range(60))) == list(range(60))
+        assert frame_indices(r.get_frames([59, 1, 33, 34, 2])) == [59, 1, 33, 34, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("codec", CODECS)
+def test_odd_size(vids, backend, codec):
+    with VideoReader(vids[f"odd-{codec}"], backend) as r:
+        assert (r.info.width, r.info.height) == (171, 97)
+        frames = r.get_frames([11, 0, 5])
+    assert frames.shape == (3, 97, 171, 3)
+    assert frame_indices(frames) == [11, 0, 5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_is_applied(vids, backend, rotation):
+    with VideoReader(vids[f"rot{rotation}"], backend) as r:
+        info = r.info
+        frames = r.get_frames([0, 7, 3])
+    size = (64, 48) if rotation in (90, 270) else (48, 64)  # stored 64 x 48 (W x H)
+    assert info.rotation == rotation and (info.height, info.width) == size
+    assert frames.shape == (3, *size, 3)
+    assert frame_indices(frames) == [0, 7, 3]  # raises if a frame is not upright
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_header_that_lies_about_the_frame_count(vids, backend):
+    with VideoReader(vids["lying"], backend) as r:
+        assert r.info.num_frames == 30 and r.info.frame_count_exact
+        assert frame_indices(r.get_frames([29, 0])) == [29, 0]
+        with pytest.raises(VideoDecodeError, match="out of range"):
+            r.get_frames([30])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_frame_count(vids, backend):
+    assert probe_video(vids["raw"], backend=backend).num_frames == 40
+    assert probe_video(vids["mjpeg-mkv"], backend=backend).num_frames == N
+    assert frame_indices(read_video(vids["raw"], indices=[39, 0], backend=backend)) == [39, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,short,shape", [
+    ("h264", 24, (24, 32)), ("odd-h264", 24, (24, 42)), ("odd-vp9", 50, (50, 88)),
+    ("rot90", 24, (32, 24)), ("mjpeg", 96, (96, 128)),
+])
+def test_short_side(vids, backend, name, short, shape):
+    frames = read_video(vids[name], indices=[3, 1], backend=backend, short_side=short)
+    assert frames.shape == (2, *shape, 3)
+    assert frame_indices(frames) == [3, 1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", CODECS)
+def test_bytes_and_file_objects_match_the_path(vids, backend, name, tmp_path):
+    path = vids[name]
+    indices = [40, 3, 99, 3]
+    expected = read_video(path, indices=indices, backend=backend)
+    data = path.read_bytes()
+    assert torch.equal(read_video(data, indices=indices, backend=backend), expected)
+    with open(path, "rb") as f:
+        assert torch.equal(read_video(f, indices=indices, backend=backend), expected)
+    # a window into a bigger file, the way a tar member is read in place
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"x" * 777 + data + b"y" * 333)
+    with open(blob, "rb") as f:
+        window = ByteWindow(f, 777, len(data), name="archive.tar:" + path.name)
+        assert torch.equal(read_video(window, indices=indices, backend=backend), expected)
+
+
+# -- bad inputs --------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,reason", [
+    ("missing", "file not found"), ("empty", "empty"), ("garbage", "cannot open"),
+    ("audio-m4a", "audio-only"), ("audio-wav", "audio-only"),
+])
+def test_bad_files_raise_a_clear_error(vids, backend, name, reason):
+    with pytest.raises(VideoDecodeError) as err:
+        read_video(vids[name], num_frames=4, backend=backend)
+    message = str(err.value)
+    assert str(vids[name]) in message and reason in message and "Fix:" in message
+    assert err.value.source == str(vids[name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["cut-h264", "cut-vp9", "cut-mpeg4"])
+def test_truncated_files_return_real_frames_or_raise(vids, backend, name):
+    start = time.monotonic()
+    try:
+        with VideoReader(vids[name], backend) as r:
+            n = r.info.num_frames
+            assert n <= N
+            frames = r.get_frames(range(n))
+    except VideoDecodeError as exc:
+        assert str(vids[name]) in str(exc)
+    else:
+        assert frame_indices(frames) == list(range(n))
+    assert time.monotonic() - start < 10
+
+
+def test_truncated_avi_drops_the_cut_packet(vids):
+    with VideoReader(vids["cut-mpeg4"]) as r:  # 31 packets, the last one cut short
+        assert r.info.num_frames == 30 and not r.info.frame_count_exact
+        assert frame_indices(r.get_frames([29, 0])) == [29, 0]
+
+
+def test_wrong_keyframe_flags_still_give_the_right_frames(vids):
+    # white-box: flag two non-keyframes as keyframes; seeks land on the real keyframe
+    # before them, and frames are identified by timestamp, so the output stays exact
+    with VideoReader(vids["h264"]) as r:
+        r._impl._keyframes = sorted({*r._impl._keyframes, 55, 77})
+        assert frame_indices(r.get_frames([58, 79, 56])) == [58, 79, 56]
+        assert r.stats["seeks"] >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_index_out_of_range(vids, backend):
+    path = vids["h264"]
+    for bad in ([N], [0, 150], [-1]):
+        with pytest.raises(VideoDecodeError, match=rf"out of range.*{N} frames") as err:
+            read_video(path, indices=bad, backend=backend)
+        assert str(path) in str(err.value)
+
+
+def test_error_names_bytes_and_file_objects(vids):
+    with pytest.raises(VideoDecodeError, match=r"<bytes, 0 bytes>.*empty"):
+        read_video(b"")
+    data = vids["garbage"].read_bytes()
+    with pytest.raises(VideoDecodeError, match=rf"<bytes, {len(data)} bytes>: cannot open"):
+        read_video(data)
+    with open(vids["audio-wav"], "rb") as f, pytest.raises(VideoDecodeError, match="audio"):
+        read_video(f)
+    with pytest.raises(VideoDecodeError, match="<file object>.*empty"):
+        read_video(io.BytesIO())
+
+
+# -- API details ---------------------------------------------------------------------------
+def test_read_video_arguments(vids):
+    with pytest.raises(ValueError, match="not both"):
+        read_video(vids["h264"], num_frames=4, indices=[1])
+    with pytest.raises(ValueError, match="backend"):
+        read_video(vids["h264"], backend="opencv")
+    with pytest.raises(ValueError, match="short_side"):
+        VideoReader(vids["h264"], short_side=0)
+    with pytest.raises(TypeError):
+        read_video(vids["h264"], indices=[1.5])
+    assert frame_indices(read_video(vids["h264"], indices=torch.tensor([4, 2]))) == [4, 2]
+    empty = read_video(vids["odd-h264"], indices=[], short_side=24)
+    assert empty.shape == (0, 24, 42, 3)
+
+
+def test_public_names_are_lazy_exports():
+    assert claver.read_video is read_video
+    assert claver.probe_video is probe_video
+    assert issubclass(VideoDecodeError, ValueError)
+    assert issubclass(BackendUnavailableError, ImportError)
+    assert available_backends()[0] == "pyav"
+
+
+def test_missing_backend_names_the_install_command(vids, monkeypatch):
+    monkeypatch.setitem(decode._MODULES, "torchcodec", "claver_no_such_module_xyz")
+    monkeypatch.setitem(decode._MODULES, "decord", "claver_no_such_module_xyz")
+    decode._backend_module.cache_clear()
+    try:
+        for name, command in [("torchcodec", 'pip install "claver[torchcodec]"'),
+                              ("decord", 'pip install "claver[decord]"')]:
+            with pytest.raises(BackendUnavailableError) as err:
+                VideoReader(vids["h264"], name)
+            assert command in str(err.value)
+        with pytest.raises(ImportError, match="apt install ffmpeg"):
+            read_video(vids["h264"], backend="torchcodec")
+        assert available_backends() == ["pyav"]
+    finally:
+        monkeypatch.undo()
+        decode._backend_module.cache_clear()
+
+
+FALLBACKS = [  # (backend, video, reason): files an optional backend gets wrong
+    ("decord", "rot90", "rotated"), ("decord", "mpeg4-bframes", "timestamps"),
+    ("decord", "raw", "decord2 failed"),
+    ("decord", "cut-mpeg4", "counts 31 frames where the stream holds 30"),
+    ("torchcodec", "mpeg4-bframes", "AVI files with B-frames"),
+    ("torchcodec", "raw", "torchcodec failed"),
+    ("torchcodec", "cut-mpeg4", "counts 31 frames where the stream holds 30"),
+]
+
+
+@pytest.mark.parametrize("backend,name,reason", [
+    pytest.param(*case, marks=pytest.mark.skipif(case[0] not in BACKENDS,
+                                                 reason=f"{case[0]} not installed"))
+    for case in FALLBACKS
+])
+def test_optional_backends_hand_files_they_get_wrong_to_pyav(vids, backend, name, reason):
+    with pytest.warns(RuntimeWarning, match=reason):
+        r = VideoReader(vids[name], backend)
+    assert r.backend == "pyav" and r.requested_backend == backend
+    assert reason in (r.fallback_reason or "")
+    n = r.info.num_frames
+    assert frame_indices(r.get_frames([n - 1, 0])) == [n - 1, 0]
