@@ -19,3 +19,11 @@ def test_kronecker_attention_benchmark_quick():
     rows = [line for line in out.stdout.splitlines() if line.strip().endswith("x")
             and line.split()[0].isdigit()]
     assert len(rows) == 2  # one row per (T, L) in quick mode
+
+
+def test_data_throughput_benchmark_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "data_throughput.py"),
+                          "--quick"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = next(line.split() for line in out.stdout.splitlines() if line.startswith("  4 "))
+    assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("x")

@@ -292,8 +292,10 @@ def test_train_transform_deterministic_and_layouts_agree():
     assert torch.equal(t(thwc, gen(3)), t(thwc, gen(3)))
     f = tr.to_float(tchw)
     kept = f.clone()
-    for seed in range(5):  # float input in [0, 1]: same result, and never modified in place
-        assert torch.allclose(t(f, gen(seed)), t(tchw, gen(seed)), atol=1e-4)
+    for seed in range(5):  # float input in [0, 1]: the same draws and result up to the
+        # rounding of the uint8 resize (<= 1/255, which hue/contrast can amplify on noise)
+        diff = (t(f, gen(seed)) - t(tchw, gen(seed))).abs()
+        assert diff.mean() < 0.01 and diff.max() < 0.15, (seed, diff.mean(), diff.max())
     assert torch.equal(f, kept)
     assert torch.allclose(t(thwc, gen(3)), t(tchw, gen(3)))
     outs = {t(thwc, gen(s)).sum().item() for s in range(6)}
@@ -313,8 +315,10 @@ def test_train_transform_plain_path_is_exact():
                                  color_jitter=0.0, grayscale=0.0)
     assert t.resize_to == 32
     v = torch.randint(0, 256, (2, 32, 32, 3), generator=gen(4), dtype=torch.uint8)
-    expected = tr.resize(tr.to_float(v.permute(0, 3, 1, 2)), s)
-    assert torch.allclose(t(v, gen(0)), expected, atol=1e-5)
+    expected = tr.to_float(tr.resize(v.permute(0, 3, 1, 2), s))  # uint8 resize, then /255
+    assert torch.allclose(t(v, gen(0)), expected, atol=1e-6)
+    float_path = tr.resize(tr.to_float(v.permute(0, 3, 1, 2)), s)
+    assert (t(v, gen(0)) - float_path).abs().max() <= 1.01 / 255  # uint8 kernel: <= 1 step
     # with a 14 px target the 16 px side is within 2 px of it and snaps to 14 (mmaction2);
     # the position steps (16 - 14) // 4 are 0, so every fixed position is the corner
     assert tr.multi_scale_crop_boxes(16, 16, 14, (1.0,)) == {(0, 0, 14, 14)}

@@ -34,6 +34,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from claver.data.check import run_check
+
+    return run_check(args.list, args.labels, root=args.root, tar=args.tar,
+                     workers=args.workers, backend=args.backend)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from claver import __version__
 
@@ -52,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a checkpoint (any supported format)")
     info.add_argument("checkpoint")
     info.set_defaults(func=_cmd_info)
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command",
+                                                                       required=True)
+    check = data.add_parser("check", help="scan a dataset: bad files, class histogram, "
+                                          "durations and resolutions (exit 1 on bad files)")
+    check.add_argument("list", help="annotation list: 'relative/path.mp4 LABEL' per line")
+    check.add_argument("--labels", required=True, help="label CSV (id,name)")
+    check.add_argument("--root", help="video folder (default: the list's folder)")
+    check.add_argument("--tar", help="read videos from this uncompressed .tar instead")
+    check.add_argument("--workers", type=int, default=4)
+    check.add_argument("--backend", default="pyav", help="pyav | decord | torchcodec")
+    check.set_defaults(func=_cmd_data_check)
     return parser
 
 

@@ -223,22 +223,30 @@ def to_grayscale(video: Tensor, num_output_channels: int = 3) -> Tensor:
 # ----------------------------------------------------------------------------- geometry
 
 def _interp(x: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
-    """Float bilinear resize of ``(..., C, H, W)`` (uint8 in: float 0..255 out, no rounding)."""
+    """Bilinear resize of ``(..., C, H, W)``; uint8 stays uint8 (rounded), float stays float.
+
+    uint8 frames run through PyTorch's channels-last uint8 kernel (decoders return
+    (T, H, W, 3), which is that layout already): ~10x faster than resizing in float.
+    """
     in_h, in_w = x.shape[-2:]
-    x = x if x.is_floating_point() else x.float()
     if (in_h, in_w) == size:
         return x
     lead, shrink = x.shape[:-3], size[0] < in_h or size[1] < in_w
-    x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=size, mode="bilinear",
-                      align_corners=False, antialias=antialias and shrink)
-    return x.reshape(*lead, *x.shape[-3:])
+    x4 = x.reshape(-1, *x.shape[-3:])
+    if x4.dtype == torch.uint8:
+        x4 = x4.contiguous(memory_format=torch.channels_last)
+    elif not x4.is_floating_point():
+        x4 = x4.float()
+    x4 = F.interpolate(x4, size=size, mode="bilinear", align_corners=False,
+                       antialias=antialias and shrink)
+    return x4.reshape(*lead, *x4.shape[-3:])
 
 
 def resize(video: Tensor, size: int | Sequence[int], *, antialias: bool = True) -> Tensor:
     """Bilinear resize of ``(..., C, H, W)`` to ``size = (h, w)`` (an int means square).
 
     Antialiasing is used when either side shrinks (``antialias=True``); an unchanged size
-    returns the input itself. uint8 in, uint8 out (rounded).
+    returns the input itself. uint8 in, uint8 out (rounded), computed by the uint8 kernel.
     """
     _check_video(video)
     h, w = _pair(size)
@@ -246,10 +254,7 @@ def resize(video: Tensor, size: int | Sequence[int], *, antialias: bool = True) 
         raise ValueError(f"resize target must be positive, got {(h, w)}")
     if tuple(video.shape[-2:]) == (h, w):
         return video
-    x = _interp(video, (h, w), antialias)
-    if video.dtype == torch.uint8:
-        return x.round_().clamp_(0, 255).to(torch.uint8)
-    return x.to(video.dtype)
+    return _interp(video, (h, w), antialias).to(video.dtype)
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -494,8 +499,9 @@ class TrainTransform:
     Steps: layout -> short side ``256 * S // 224`` (integer division) -> multi-scale crop
     (:func:`multi_scale_crop_params`) -> resize ``S x S`` -> ``/255`` -> flip (prob ``flip``)
     -> colour jitter (prob ``color_jitter``) -> grayscale (prob ``grayscale``) -> normalise.
-    Geometry runs in float without intermediate uint8 rounding; a float input is taken to be
-    in [0, 1] and is never modified.
+    Geometry on uint8 input runs in uint8 (PyTorch's fast channels-last kernel; the crop is
+    resized once, so there is one rounding); a float input is taken to be in [0, 1] and is
+    never modified.
     """
 
     def __init__(self, size: int, *, mean: Sequence[float], std: Sequence[float],
@@ -517,7 +523,7 @@ class TrainTransform:
         x = to_tchw(video, self.layout)
         unit = 255.0 if x.dtype == torch.uint8 else 1.0
         size = short_side_size(x.shape[-2], x.shape[-1], self.resize_to)
-        x = x if tuple(x.shape[-2:]) == size else _interp(x, size)  # keep uint8 if no resize
+        x = _interp(x, size)
         top, left, h, w = multi_scale_crop_params(
             x.shape[-2], x.shape[-1], self.size, self.scales, self.max_distort,
             self.num_fixed_crops, generator)
@@ -543,7 +549,7 @@ class EvalTransform:
         x = to_tchw(video, self.layout)
         unit = 255.0 if x.dtype == torch.uint8 else 1.0
         size = short_side_size(x.shape[-2], x.shape[-1], self.size)
-        x = x if tuple(x.shape[-2:]) == size else _interp(x, size)
+        x = _interp(x, size)
         if self.crops == 1:
             x = center_crop(x, self.size)
         else:
