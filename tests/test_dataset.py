@@ -10,6 +10,7 @@ import torch
 from claver.cli import main
 from claver.data.dataset import (
     EvalShardSampler,
+    LoadReport,
     VideoDataset,
     VideoLoadError,
     build_eval_loader,
@@ -214,3 +215,24 @@ def test_data_check_cli_label_errors(data, tmp_path, capsys):
     assert main(["data", "check", str(lst), "--labels", str(labels), "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert "l.txt" in err and "7" in err
+
+
+def test_eval_report_adds_up_through_a_loader(data):
+    root, _, _, mixed = data
+    ds = VideoDataset(FolderSource(root, mixed), FrameSampler(4),
+                      build_eval_transform(32, mean=(0,) * 3, std=(1,) * 3), train=False)
+    report = LoadReport(len(ds))
+    for batch in build_eval_loader(ds, batch_size=3, num_workers=2):
+        report.update(batch)
+    assert (report.listed, report.scored, len(report.failures)) == (11, 6, 5)
+    text = report.summary()
+    assert text.startswith("videos listed 11, scored 6, skipped 5")
+    assert all(name in text for name in BAD)
+
+
+def test_videos_shorter_than_the_clip_repeat_frames(tmp_path):
+    make_video(tmp_path / "short.mp4", num_frames=3, size=(64, 48))
+    lst = tmp_path / "l.txt"
+    lst.write_text("short.mp4 0\n")
+    ds = VideoDataset(FolderSource(tmp_path, lst), FrameSampler(8), keep_frames, train=False)
+    assert frame_indices(ds[0]["video"]) == [0, 0, 0, 1, 1, 2, 2, 2]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,31 @@ def collate_videos(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "valid": torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
         "failures": [f for s in samples for f in s["failures"]],
     }
+
+
+@dataclass
+class LoadReport:
+    """What happened to the listed videos: ``update`` it with every batch.
+
+    Evaluation: ``listed`` / ``scored`` / ``skipped`` (with reasons) add up exactly.
+    Training: ``failures`` counts videos that failed and were replaced.
+    """
+
+    listed: int
+    scored: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def update(self, batch: dict[str, Any]) -> None:
+        self.scored += int(batch["valid"].sum())
+        self.failures.extend(batch["failures"])
+
+    def summary(self, max_reasons: int = 20) -> str:
+        lines = [f"videos listed {self.listed}, scored {self.scored}, "
+                 f"skipped {self.listed - self.scored}"]
+        lines += [f"  {reason}" for reason in self.failures[:max_reasons]]
+        if len(self.failures) > max_reasons:
+            lines.append(f"  ... and {len(self.failures) - max_reasons} more")
+        return "\n".join(lines)
 
 
 class EvalShardSampler(Sampler[int]):
