@@ -70,7 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=int, default=4)
     check.add_argument("--backend", default="pyav", help="pyav | decord | torchcodec")
     check.set_defaults(func=_cmd_data_check)
+    for register in _command_registrars():
+        register(sub)
     return parser
+
+
+def _command_registrars() -> list:
+    """``register`` of every module in :mod:`claver.commands` (feature subcommands)."""
+    import importlib
+    import pkgutil
+
+    import claver.commands
+
+    names = sorted(m.name for m in pkgutil.iter_modules(claver.commands.__path__))
+    return [importlib.import_module(f"claver.commands.{n}").register for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:
