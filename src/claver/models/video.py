@@ -66,13 +66,18 @@ class VideoCLIP(CLIP):
         """Video (B, T, 3, S, S) and text (A, C, ctx) -> logits (B, A, C).
 
         ``A`` text rows (templates, descriptions) per class, ``C`` classes. Text (C, ctx)
-        gives logits (B, C).
+        gives logits (B, C). Float ``text`` is taken as precomputed normalised text features
+        (A, C, E) or (C, E) (e.g. a frozen, cached text tower).
         """
-        if text.dim() not in (2, 3):
+        if text.dim() not in (2, 3) or (not text.is_floating_point()
+                                         and text.shape[-1] != self.config.text.context_length):
             raise ValueError(
                 f"expected text tokens of shape (A, C, {self.config.text.context_length}) "
                 f"or (C, {self.config.text.context_length}), got {tuple(text.shape)}"
             )
         v = self.encode_video(video)
-        t = self.encode_text(text.reshape(-1, text.shape[-1])).reshape(*text.shape[:-1], -1)
+        if text.is_floating_point():  # precomputed, normalised text features (A, C, E)
+            t = text
+        else:
+            t = self.encode_text(text.reshape(-1, text.shape[-1])).reshape(*text.shape[:-1], -1)
         return self.logit_scale.exp() * torch.einsum("be,...ce->b...c", v, t.to(v.dtype))

@@ -304,6 +304,10 @@ def _find_mask_mode(node: Any) -> str | None:
 
 
 def _from_pickle(obj: Any, path: Path) -> Checkpoint:
+    if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith("claver-train"):
+        config = ModelConfig.from_dict(obj["model_config"])
+        return Checkpoint("claver", dict(obj["model"]), config, str(path),
+                          extra={"epoch": obj.get("epoch"), "step": obj.get("step")})
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
         clip = _strip_prefix(obj["model_state_dict"], "module.")
         fusion_sd, fusion = convert_actionclip_fusion(obj.get("fusion_model_state_dict") or {})

@@ -1,0 +1,253 @@
+"""Experiment configuration: typed dataclasses loaded from YAML, with inheritance and overrides.
+
+Keys are upper case, as in the papers' configs. A YAML file may list ``BASE: [other.yaml]``
+(paths relative to the file); later files and then command-line overrides win:
+
+    claver train -c configs/k400/b16_8f_kmt.yaml --opts TRAIN.LR 2e-6 DATA.NUM_FRAMES 16
+    claver train -c configs/k400/b16_8f_kmt.yaml TRAIN.LR=2e-6 TRAIN.EPOCHS=1
+
+Unknown keys and values of the wrong type are errors that name the key, the file and the
+closest valid key. ``save_config`` writes the resolved config next to every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    ROOT: str = ""  # folder the list paths are relative to
+    TRAIN_FILE: str = ""  # "relative/path.mp4 LABEL" lists
+    VAL_FILE: str = ""
+    LABEL_LIST: str = ""  # id,name CSV
+    TAR: str = ""  # read videos from this uncompressed tar instead of ROOT
+    NUM_FRAMES: int = 8
+    INPUT_SIZE: int = 224
+    FRAME_MODE: str = "segment"  # segment (TSN) | clip (SampleFrames)
+    FRAME_INTERVAL: int = 1
+    NUM_WORKERS: int = 4
+    BACKEND: str = "pyav"
+    NORM: str = "imagenet"  # imagenet | clip: mean/std of the input
+    DESCRIPTIONS: list[str] = field(default_factory=list)  # interpretive prompt files
+    TEMPLATES: str = "claver"  # claver | actionclip | none
+    ON_ERROR: str = "skip"
+
+
+@dataclass
+class ModelConfig:
+    ARCH: str = "claver-vit-b16"  # a claver.list_models() name
+    PRETRAINED: str = "openai"  # openai | a checkpoint path | "" (random init)
+    MASK: str = "kmt"
+    FUSION: str = "meanP"
+    FIX_TEXT: bool = False  # freeze the text tower and cache its features
+    GRAD_CHECKPOINTING: bool = False
+
+
+@dataclass
+class TrainConfig:
+    EPOCHS: int = 30
+    MAX_STEPS: int = 0  # > 0: stop after this many optimizer steps (quick runs)
+    WARMUP_EPOCHS: float = 5.0
+    LR: float = 12e-6
+    MIN_LR_RATIO: float = 0.01
+    NEW_PARAM_LR_MULT: float = 10.0  # temporal / fusion parameters
+    WEIGHT_DECAY: float = 0.001
+    BETAS: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    EPS: float = 1e-8
+    BATCH_SIZE: int = 8  # per device
+    EFFECTIVE_BATCH_SIZE: int = 0  # 0: BATCH_SIZE x world size (no accumulation)
+    AMP: str = "bf16"  # bf16 | fp16 | none
+    CLIP_GRAD: float = 0.0  # 0: off
+    LOSS: str = "claver"  # claver (soft-target CE over text rows) | actionclip (sym. KL)
+    TEXT_ROWS: int = 5  # K text rows drawn per step
+    LABEL_SMOOTH: float = 0.1
+    MIXUP: float = 0.8
+    CUTMIX: float = 1.0
+    MIXUP_SWITCH_PROB: float = 0.5
+    FLIP: float = 0.5
+    COLOR_JITTER: float = 0.8
+    GRAYSCALE: float = 0.2
+
+
+@dataclass
+class TestConfig:
+    NUM_CLIPS: int = 1
+    NUM_CROPS: int = 1
+    BATCH_SIZE: int = 8
+    ONLY_TEST: bool = False
+
+
+@dataclass
+class Config:
+    DATA: DataConfig = field(default_factory=DataConfig)
+    MODEL: ModelConfig = field(default_factory=ModelConfig)
+    TRAIN: TrainConfig = field(default_factory=TrainConfig)
+    TEST: TestConfig = field(default_factory=TestConfig)
+    OUTPUT: str = "runs/default"
+    SEED: int = 0
+    DETERMINISTIC: bool = False
+    SAVE_FREQ: int = 1  # epochs between checkpoints
+    PRINT_FREQ: int = 20  # steps between log lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "DATA.FRAME_MODE": ("segment", "clip"),
+    "DATA.NORM": ("imagenet", "clip"),
+    "DATA.TEMPLATES": ("claver", "actionclip", "none"),
+    "DATA.ON_ERROR": ("skip", "raise"),
+    "DATA.BACKEND": ("pyav", "decord", "torchcodec"),
+    "MODEL.MASK": ("kmt", "kmct"),
+    "MODEL.FUSION": ("meanP", "Conv1D", "LSTM", "Transf", "Transf_cls"),
+    "TRAIN.AMP": ("bf16", "fp16", "none"),
+    "TRAIN.LOSS": ("claver", "actionclip"),
+    "TEST.NUM_CROPS": (1, 3),
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
+    """``value`` as type ``kind`` (int/float/str/bool/list[...]), or ConfigError."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        (item,) = typing.get_args(kind)
+        return [_coerce(v, item, key, where) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 2e-6 (no dot) as a string
+            except ValueError:
+                pass
+    elif kind is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{where}: {key} must be {getattr(kind, '__name__', kind)}, "
+                      f"got {value!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
+    """Set dotted ``key`` (``TRAIN.LR``) on the dataclass tree ``cfg``, type-checked."""
+    head, _, rest = key.partition(".")
+    fields = _fields(cfg)
+    if head not in fields:
+        close = difflib.get_close_matches(head, list(fields), n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        raise ConfigError(f"{where}: unknown key {prefix}{head}{hint} "
+                          f"(valid: {', '.join(prefix + f for f in fields)})")
+    current = getattr(cfg, head)
+    if dataclasses.is_dataclass(current):
+        if rest:
+            _set(current, rest, value, where, f"{prefix}{head}.")
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {prefix}{head} is a section, got {value!r}")
+        for k, v in value.items():
+            _set(current, str(k), v, where, f"{prefix}{head}.")
+        return
+    if rest:
+        raise ConfigError(f"{where}: {prefix}{head} has no sub-key {rest!r}")
+    full = prefix + head
+    value = _coerce(value, _hints(type(cfg))[head], full, where)
+    if full in CHOICES and value not in CHOICES[full]:
+        raise ConfigError(f"{where}: {full} must be one of {CHOICES[full]}, got {value!r}")
+    setattr(cfg, head, value)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+    """The YAML layers of ``path`` in application order (bases first)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: BASE cycle through {' -> '.join(str(p) for p in seen)}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("BASE", []) or []
+    layers: list[tuple[dict, str]] = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        layers += _read_yaml(path.parent / base, (*seen, path))
+    return layers + [(data, str(path))]
+
+
+def parse_overrides(opts: list[str]) -> list[tuple[str, Any]]:
+    """``["TRAIN.LR", "2e-6", "DATA.NUM_FRAMES=16"]`` -> ``[("TRAIN.LR", 2e-6), ...]``."""
+    pairs, i = [], 0
+    while i < len(opts):
+        item = opts[i]
+        if "=" in item:
+            key, _, raw = item.partition("=")
+            i += 1
+        elif i + 1 < len(opts):
+            key, raw = item, opts[i + 1]
+            i += 2
+        else:
+            raise ConfigError(f"override {item!r} has no value; use KEY VALUE or KEY=VALUE")
+        pairs.append((key, yaml.safe_load(raw) if raw != "" else ""))
+    return pairs
+
+
+def load_config(path: str | Path | None = None, opts: list[str] | None = None) -> Config:
+    """Defaults <- YAML (with BASE chain) <- overrides."""
+    cfg = Config()
+    for data, where in _read_yaml(Path(path)) if path else []:
+        for key, value in data.items():
+            _set(cfg, str(key), value, where)
+    for key, value in parse_overrides(opts or []):
+        _set(cfg, key, value, "command line")
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (e.g. from a checkpoint)."""
+    cfg = Config()
+    for key, value in data.items():
+        _set(cfg, key, value, "checkpoint")
+    return cfg

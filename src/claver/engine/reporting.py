@@ -1,0 +1,115 @@
+"""Run outputs: JSONL metrics (+ TensorBoard when installed), evaluation result files, PNGs."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from claver import __version__
+
+
+class MetricsLog:
+    """Appends one JSON object per record to ``metrics.jsonl``; mirrors scalars to
+    TensorBoard (``pip install tensorboard``) when it is importable."""
+
+    def __init__(self, out: str | Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(out) / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(out) / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def write_png(path: str | Path, rgb: torch.Tensor) -> Path:
+    """Write uint8 (H, W, 3) as a PNG (plain zlib, no imaging library needed)."""
+    path = Path(path)
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + bytes(rgb[y].contiguous().flatten().tolist()) for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
+
+
+def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:
+    """Row-normalised confusion matrix as a uint8 (H, W, 3) heat map (white -> dark blue)."""
+    c = confusion.shape[0]
+    cell = cell or max(1, min(16, 800 // max(c, 1)))
+    frac = confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)
+    low, high = torch.tensor([255.0, 255.0, 255.0]), torch.tensor([8.0, 48.0, 107.0])
+    img = (low + (high - low) * frac[..., None]).round().to(torch.uint8)  # (C, C, 3)
+    return img.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+
+
+def write_eval_outputs(cfg: Any, result: Any, names: list[str], text_rows: int,
+                       tag: str) -> dict[str, Any]:
+    """``<OUTPUT>/eval/<tag>.json`` (metrics + protocol), ``<tag>_predictions.jsonl``,
+    ``<tag>_confusion.png``; returns the summary dict. Only rank 0 writes."""
+    import torch.distributed as dist
+
+    summary = {
+        "top1": result.top1, "top5": result.top5, "mean_class_acc": result.mean_class_acc,
+        "protocol": {
+            "views": cfg.TEST.NUM_CLIPS * cfg.TEST.NUM_CROPS, "clips": cfg.TEST.NUM_CLIPS,
+            "crops": cfg.TEST.NUM_CROPS, "frames": cfg.DATA.NUM_FRAMES,
+            "input_size": cfg.DATA.INPUT_SIZE, "text_rows": text_rows,
+            "classes": len(names), "list": cfg.DATA.VAL_FILE,
+            "videos_listed": result.listed, "videos_scored": result.scored,
+            "videos_skipped": len(result.skipped), "seed": cfg.SEED,
+            "code_version": code_version(), "model": cfg.MODEL.ARCH,
+        },
+        "skipped": result.skipped,
+    }
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return summary
+    out = Path(cfg.OUTPUT) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(summary, indent=2))
+    with open(out / f"{tag}_predictions.jsonl", "w") as f:
+        for p in result.predictions:
+            f.write(json.dumps(p) + "\n")
+    if result.confusion is not None:
+        write_png(out / f"{tag}_confusion.png", confusion_image(result.confusion))
+    return summary

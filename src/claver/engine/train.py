@@ -1,0 +1,331 @@
+"""``claver train``: the training loop (single process or torchrun DDP).
+
+Per optimizer step: ``accumulation`` micro-batches (derived from TRAIN.EFFECTIVE_BATCH_SIZE,
+the world size and TRAIN.BATCH_SIZE), torch.amp (bf16, or fp16 with a GradScaler), the
+CLAVER loss (soft-target CE over K random text rows, mixup/cutmix + label smoothing; hard
+labels work with mixup off) or the ActionCLIP loss (symmetric KL, one random template per
+sample), a NaN/inf guard that skips the step and reports it, optional clipping, and the
+per-iteration cosine schedule. Every random draw is a function of (seed, epoch/step, index),
+and checkpoints carry every RNG state, so a killed run resumes at the exact step with the
+same result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Sampler
+
+from claver.data.dataset import LoadReport
+from claver.data.mixup import mixup_cutmix, smooth_one_hot
+from claver.engine import data as engine_data
+from claver.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from claver.engine.config import Config, ConfigError, save_config
+from claver.engine.distributed import World, all_reduce_mean, init_distributed
+from claver.engine.evaluate import amp_context, encode_text_rows, evaluate
+from claver.engine.losses import actionclip_loss, soft_target_cross_entropy
+from claver.engine.optim import WarmupCosine, build_optimizer
+from claver.engine.reporting import MetricsLog, write_eval_outputs
+
+
+class SkipSampler(Sampler[int]):
+    """The first ``skip`` indices of ``sampler`` dropped (resuming inside an epoch)."""
+
+    def __init__(self, sampler: Any, skip: int = 0) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+class TrainStep(nn.Module):
+    """What DDP wraps: logits for the CLAVER loss, or (video, text) embeddings."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, pairwise: bool = False) -> Any:
+        if pairwise:
+            return self.model.encode_video(video), self.model.encode_text(text)
+        return self.model(video, text)
+
+
+def accumulation_steps(cfg: Config, world: int) -> int:
+    per_step = cfg.TRAIN.BATCH_SIZE * world
+    effective = cfg.TRAIN.EFFECTIVE_BATCH_SIZE or per_step
+    if effective % per_step:
+        raise ConfigError(
+            f"TRAIN.EFFECTIVE_BATCH_SIZE {effective} is not a multiple of TRAIN.BATCH_SIZE "
+            f"{cfg.TRAIN.BATCH_SIZE} x {world} process(es) = {per_step}; pick a batch size "
+            "or process count that divides it")
+    return effective // per_step
+
+
+def parameter_summary(model: nn.Module) -> str:
+    """Trainable / total parameters per top-level module (visual.transformer_t, fusion ...)."""
+    rows: dict[str, list[int]] = {}
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if parts[0] == "visual" and len(parts) > 2 else parts[0]
+        counts = rows.setdefault(key, [0, 0])
+        counts[0] += p.numel() if p.requires_grad else 0
+        counts[1] += p.numel()
+    width = max(len(k) for k in rows)
+    lines = [f"{'module':<{width}} {'trainable':>12} {'total':>12}"]
+    lines += [f"{k:<{width}} {t:>12,} {n:>12,}" for k, (t, n) in rows.items()]
+    total = [sum(v[i] for v in rows.values()) for i in (0, 1)]
+    lines.append(f"{'all':<{width}} {total[0]:>12,} {total[1]:>12,}")
+    return "\n".join(lines)
+
+
+def _step_generator(cfg: Config, step: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed(cfg.SEED * 1_000_003 + step * 101 + micro)
+
+
+def compute_loss(cfg: Config, step_module: nn.Module, batch: dict[str, Any],
+                 tokens: torch.Tensor, num_classes: int, gen: torch.Generator,
+                 device: torch.device, text_feats: torch.Tensor | None) -> torch.Tensor:
+    """Loss of one micro-batch (see the module docstring)."""
+    video = batch["video"].to(device, non_blocking=True)
+    labels = batch["label"]
+    t = cfg.TRAIN
+    if t.LOSS == "actionclip":
+        hard = labels if labels.dim() == 1 else labels.argmax(1)
+        rows = torch.randint(tokens.shape[0], (len(hard),), generator=gen)
+        text = tokens[rows, hard].to(device)
+        v, e = step_module(video, text, pairwise=True)
+        model = getattr(step_module, "module", step_module).model
+        return actionclip_loss(v, e, hard.to(device), model.logit_scale)
+    if t.MIXUP > 0 or t.CUTMIX > 0:
+        video, targets = mixup_cutmix(video, labels.to(device), num_classes,
+                                      mixup_alpha=t.MIXUP, cutmix_alpha=t.CUTMIX,
+                                      switch_prob=t.MIXUP_SWITCH_PROB,
+                                      label_smoothing=t.LABEL_SMOOTH, generator=gen)
+    else:  # hard labels work too (the reference code crashed here)
+        targets = smooth_one_hot(labels.to(device), num_classes, t.LABEL_SMOOTH)
+    rows = torch.randperm(tokens.shape[0], generator=gen)[: min(t.TEXT_ROWS, tokens.shape[0])]
+    text = text_feats[rows.to(text_feats.device)] if text_feats is not None else \
+        tokens[rows].to(device)
+    return soft_target_cross_entropy(step_module(video, text), targets)
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:  # not on Linux/macOS
+        return 0.0
+
+
+def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
+          log: Any = print, device: str | None = None) -> dict[str, Any]:
+    """Run training as configured; returns the final metrics."""
+    world: World = init_distributed(device)
+    dev = world.device
+    if cfg.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.SEED + world.rank)
+    out = Path(cfg.OUTPUT)
+    say = log if world.is_main else (lambda *_: None)
+    if world.is_main:
+        save_config(cfg, out / "config.yaml")
+
+    names = engine_data.class_names(cfg)
+    model = engine_data.build_model(cfg).to(dev)
+    tokens = engine_data.tokenize_rows(engine_data.text_rows(cfg, names))
+    dataset = engine_data.train_dataset(cfg, len(names))
+    loader = engine_data.train_loader(cfg, dataset)
+    accum = accumulation_steps(cfg, world.size)
+    steps_per_epoch = len(loader) // accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(dataset)} training videos give no full optimizer step with "
+                          f"batch {cfg.TRAIN.BATCH_SIZE} x {world.size} x accumulation {accum}")
+    total = steps_per_epoch * cfg.TRAIN.EPOCHS
+    if cfg.TRAIN.MAX_STEPS:
+        total = min(total, cfg.TRAIN.MAX_STEPS)
+    t = cfg.TRAIN
+    optimizer = build_optimizer(model, t.LR, t.WEIGHT_DECAY, t.NEW_PARAM_LR_MULT,
+                                tuple(t.BETAS), t.EPS)
+    schedule = WarmupCosine(optimizer, t.LR, total, round(t.WARMUP_EPOCHS * steps_per_epoch),
+                            t.MIN_LR_RATIO)
+    scaler = torch.amp.GradScaler(dev.type) if t.AMP == "fp16" else None
+
+    step, start_epoch, best = 0, 0, None
+    resume = resume or (str(latest_checkpoint(out)) if auto_resume and latest_checkpoint(out)
+                        else None)
+    if resume:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        step, best = state["step"], state["best"]
+        set_rng_state(state["rng"])
+        say(f"resumed from {resume} at step {step}")
+    start_epoch = step // steps_per_epoch
+
+    step_module: nn.Module = TrainStep(model)
+    if world.size > 1:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    say(parameter_summary(model))
+    say(f"{len(dataset)} training videos, {len(names)} classes, {tokens.shape[0]} text rows; "
+        f"batch {t.BATCH_SIZE} x {world.size} process(es) x {accum} accumulation = "
+        f"{t.BATCH_SIZE * world.size * accum}; {steps_per_epoch} steps/epoch, {total} steps")
+    metrics = MetricsLog(out, enabled=world.is_main)
+    text_feats = None
+    if cfg.MODEL.FIX_TEXT:  # frozen text tower: encode every row once (eval mode, no grad)
+        text_feats = encode_text_rows(model, tokens, dev)
+    failures = LoadReport(len(dataset))
+    skipped_steps, result = 0, {}
+    model.train()
+    for epoch in range(start_epoch, cfg.TRAIN.EPOCHS):
+        if step >= total:
+            break
+        dataset.set_epoch(epoch)
+        done_in_epoch = step - epoch * steps_per_epoch
+        sampler = SkipSampler(loader.sampler, done_in_epoch * accum * t.BATCH_SIZE)
+        sampler.set_epoch(epoch)
+        epoch_loader = torch.utils.data.DataLoader(
+            dataset, batch_size=t.BATCH_SIZE, sampler=sampler, num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn, drop_last=True, worker_init_fn=loader.worker_init_fn)
+        progress = _progress(world, steps_per_epoch - done_in_epoch, f"epoch {epoch}")
+        tick, wait, seen, micro, losses = time.perf_counter(), 0.0, 0, 0, []
+        fetch = time.perf_counter()
+        for batch in epoch_loader:
+            wait += time.perf_counter() - fetch
+            failures.failures.extend(batch["failures"])
+            last = micro == accum - 1
+            sync = step_module.no_sync() if (world.size > 1 and not last) else \
+                _nullcontext()
+            with sync, amp_context(dev, t.AMP):
+                loss = compute_loss(cfg, step_module, batch, tokens, len(names),
+                                    _step_generator(cfg, step, micro), dev, text_feats) / accum
+            finite = math.isfinite(all_reduce_mean(float(loss.detach())))
+            if finite:
+                with sync:
+                    (scaler.scale(loss) if scaler else loss).backward()
+            losses.append(float(loss.detach()) * accum)
+            seen += len(batch["index"]) * world.size
+            micro += 1
+            if last:
+                micro = 0
+                lr = schedule.apply(step)
+                if not finite or not all(math.isfinite(x) for x in losses[-accum:]):
+                    skipped_steps += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    say(f"step {step}: non-finite loss, step skipped "
+                        f"({skipped_steps} so far)")
+                else:
+                    if scaler:
+                        scaler.unscale_(optimizer)
+                    if t.CLIP_GRAD > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), t.CLIP_GRAD)
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step += 1
+                elapsed = time.perf_counter() - tick
+                record = {"step": step, "epoch": epoch, "loss": sum(losses[-accum:]) / accum,
+                          "lr": lr, "clips_per_s": seen / max(elapsed, 1e-9),
+                          "data_wait": wait / max(elapsed, 1e-9),
+                          "mem_mb": _memory_mb(dev), "skipped_steps": skipped_steps,
+                          "bad_videos": len(failures.failures)}
+                progress(record)
+                if step % cfg.PRINT_FREQ == 0 or step == total:
+                    metrics.write(record)
+                if step >= total:
+                    break
+            fetch = time.perf_counter()
+        progress(None)
+        end_of_epoch = step % steps_per_epoch == 0 or step >= total
+        if world.is_main and end_of_epoch and ((epoch + 1) % cfg.SAVE_FREQ == 0
+                                               or step >= total):
+            save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
+                            epoch=epoch, step=step, run_config=cfg.to_dict(), best=best)
+        if cfg.DATA.VAL_FILE and end_of_epoch:
+            result = run_evaluation(cfg, model, names, dev, log=say, tag=f"epoch{epoch}")
+            if world.is_main and (best is None or result["top1"] > best):
+                best = result["top1"]
+                save_checkpoint(out / "best.pth", model=model, optimizer=None, scaler=None,
+                                epoch=epoch, step=step, run_config=cfg.to_dict(), best=best)
+    if failures.failures:
+        say(f"{len(failures.failures)} video load failure(s) during training (replaced); "
+            f"first: {failures.failures[0]}")
+    metrics.close()
+    return {"step": step, "best_top1": best, "skipped_steps": skipped_steps,
+            "bad_videos": len(failures.failures), **result}
+
+
+def run_evaluation(cfg: Config, model: nn.Module, names: list[str], dev: torch.device, *,
+                   log: Any = print, tag: str = "test", list_file: str | None = None
+                   ) -> dict[str, Any]:
+    """Evaluate on DATA.VAL_FILE (or ``list_file``), write result files, return metrics."""
+    dataset = engine_data.eval_dataset(cfg, len(names), list_file)
+    loader = engine_data.eval_loader(cfg, dataset)
+    tokens = engine_data.tokenize_rows(engine_data.text_rows(cfg, names))
+    result = evaluate(model, loader, tokens, device=dev, amp=cfg.TRAIN.AMP, class_names=names)
+    log(f"[{tag}] {result.summary()}")
+    summary = write_eval_outputs(cfg, result, names, tokens.shape[0], tag)
+    return summary
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(world: World, total: int, desc: str) -> Any:
+    """A callable updating a tqdm bar with the latest record (None closes it)."""
+    if not world.is_main:
+        return lambda record: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+    def update(record: dict | None) -> None:
+        if record is None:
+            bar.close()
+            return
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                        clips_s=f"{record['clips_per_s']:.1f}",
+                        wait=f"{record['data_wait']:.0%}", mem=f"{record['mem_mb']:.0f}MB")
+
+    return update
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
