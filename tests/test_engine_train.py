@@ -194,3 +194,44 @@ def test_two_process_ddp_matches_one_process(dataset, tmp_path):
             w = x.shape[0] // 3
             x, y = torch.cat([x[:w], x[2 * w:]]), torch.cat([y[:w], y[2 * w:]])
         torch.testing.assert_close(x, y, atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_few_shot_manifest_is_seeded(dataset, tmp_path):
+    from claver.data.sources import read_video_list
+    from claver.engine.data import few_shot_list
+
+    a = few_shot_list(str(dataset / "train.txt"), 2, seed=1, out_dir=tmp_path / "a")
+    b = few_shot_list(str(dataset / "train.txt"), 2, seed=1, out_dir=tmp_path / "b")
+    entries = read_video_list(a)
+    assert a.name == "few_shot_k2_seed1.txt" and a.read_text() == b.read_text()
+    assert sorted(e.labels[0] for e in entries) == [0, 0, 1, 1, 2, 2]
+    cfg = load_config(write_config(tmp_path / "c.yaml", dataset, tmp_path / "run"),
+                      ["TRAIN.EPOCHS=1", "DATA.FEW_SHOT_K=2", "TRAIN.BATCH_SIZE=2",
+                       "DATA.VAL_FILE="])
+    assert train(cfg, log=lambda *a: None)["step"] == 3  # 6 videos / batch 2
+    assert (tmp_path / "run" / "few_shot_k2_seed0.txt").is_file()
+
+
+def test_zero_shot_splits_report_mean_and_std(dataset, tmp_path):
+    import claver
+    from claver.data.sources import write_labels
+    from claver.models.factory import save_model
+
+    torch.manual_seed(0)
+    ckpt = save_model(claver.create_model("claver-tiny", num_frames=4), tmp_path / "m.st")
+    (tmp_path / "s1.txt").write_text("c0_0.mp4 0\nc1_0.mp4 1\n")
+    (tmp_path / "s2.txt").write_text("c2_1.mp4 0\nc0_1.mp4 1\nc1_1.mp4 1\n")
+    write_labels(["hopping", "sprinting"], tmp_path / "novel.csv")
+    cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "run",
+                       f"TEST:\n  SPLITS: ['{tmp_path}/s1.txt|{tmp_path}/novel.csv', "
+                       f"'{tmp_path}/s2.txt|{tmp_path}/novel.csv']\n")
+    out = subprocess.run([sys.executable, "-m", "claver", "test", "-c", str(cfg), "--resume",
+                          str(ckpt), "--tag", "zs"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "run" / "eval" / "zs_splits.json").read_text())
+    top1 = [s["top1"] for s in summary["splits"]]
+    assert len(top1) == 2 and summary["top1_mean"] == pytest.approx(sum(top1) / 2)
+    assert "2 split(s): top-1" in out.stdout
+    listed = [json.loads((tmp_path / "run" / "eval" / f"zs_split{i}.json").read_text())
+              ["protocol"]["videos_scored"] for i in range(2)]
+    assert listed == [2, 3]

@@ -35,13 +35,45 @@ def _cmd_test(args: argparse.Namespace) -> int:
     world = init_distributed(args.device)
     try:
         model = load_model(args.resume, num_frames=cfg.DATA.NUM_FRAMES).to(world.device)
-        names = engine_data.class_names(cfg)
-        run_evaluation(cfg, model, names, world.device,
-                       log=print if world.is_main else (lambda *_: None), tag=args.tag,
-                       list_file=args.list)
+        log = print if world.is_main else (lambda *_: None)
+        if cfg.TEST.SPLITS:
+            evaluate_splits(cfg, model, world.device, log, args.tag)
+        else:
+            names = engine_data.class_names(cfg)
+            run_evaluation(cfg, model, names, world.device, log=log, tag=args.tag,
+                           list_file=args.list)
     finally:
         cleanup()
     return 0
+
+
+def evaluate_splits(cfg, model, device, log, tag: str) -> dict:
+    """Zero-shot / cross-dataset protocol: every ``LIST|LABELS`` split of TEST.SPLITS with
+    its own label set; mean +- std of top-1 over splits, written to ``eval/<tag>_splits.json``."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    from claver.data.sources import read_labels
+    from claver.engine.train import run_evaluation
+
+    results = []
+    for i, split in enumerate(cfg.TEST.SPLITS):
+        list_file, sep, labels = split.partition("|")
+        if not sep:
+            raise ValueError(f"TEST.SPLITS entry {split!r} must be 'LIST.txt|LABELS.csv'")
+        r = run_evaluation(cfg, model, read_labels(labels), device, log=log,
+                           tag=f"{tag}_split{i}", list_file=list_file)
+        results.append({"split": split, "top1": r["top1"], "top5": r["top5"]})
+    top1 = [r["top1"] for r in results]
+    summary = {"splits": results, "top1_mean": statistics.mean(top1),
+               "top1_std": statistics.pstdev(top1) if len(top1) > 1 else 0.0}
+    log(f"[{tag}] {len(top1)} split(s): top-1 {summary['top1_mean']:.2%} "
+        f"+- {summary['top1_std']:.2%}")
+    out = Path(cfg.OUTPUT) / "eval" / f"{tag}_splits.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def _common(p: argparse.ArgumentParser) -> None:

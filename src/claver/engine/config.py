@@ -39,6 +39,7 @@ class DataConfig:
     DESCRIPTIONS: list[str] = field(default_factory=list)  # interpretive prompt files
     TEMPLATES: str = "claver"  # claver | actionclip | none
     ON_ERROR: str = "skip"
+    FEW_SHOT_K: int = 0  # > 0: train on a seeded K-shot subset of TRAIN_FILE (manifest saved)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class TestConfig:
     NUM_CROPS: int = 1
     BATCH_SIZE: int = 8
     ONLY_TEST: bool = False
+    # zero-shot / cross-dataset: "LIST.txt|LABELS.csv" pairs evaluated in turn (mean +- std)
+    SPLITS: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -50,25 +50,46 @@ def class_names(cfg: Config) -> list[str]:
     return read_labels(cfg.DATA.LABEL_LIST)
 
 
-def _source(cfg: Config, list_file: str, num_classes: int) -> Any:
+def _source(cfg: Config, list_file: str, num_classes: int, root: str = "") -> Any:
     if not list_file:
         raise ConfigError("a data list is empty: set DATA.TRAIN_FILE / DATA.VAL_FILE")
     if cfg.DATA.TAR:
         return TarSource(cfg.DATA.TAR, list_file, num_classes=num_classes)
-    root = cfg.DATA.ROOT or str(Path(list_file).parent)
+    root = cfg.DATA.ROOT or root or str(Path(list_file).parent)
     return FolderSource(root, list_file, num_classes=num_classes)
+
+
+def few_shot_list(list_file: str, k: int, seed: int, out_dir: str | Path) -> Path:
+    """A K-shot subset of ``list_file`` (K videos per class, drawn with ``seed``), written as
+    ``few_shot_k{K}_seed{seed}.txt`` in ``out_dir`` (the manifest of what was trained on).
+    Classes with fewer than K videos keep all of theirs."""
+    import random
+
+    from claver.data.sources import read_video_list, write_video_list
+
+    entries = read_video_list(list_file)
+    by_class: dict[int, list] = {}
+    for e in entries:
+        by_class.setdefault(e.labels[0], []).append(e)
+    rng = random.Random(seed)
+    chosen = [e for c in sorted(by_class) for e in
+              sorted(rng.sample(by_class[c], min(k, len(by_class[c]))), key=lambda e: e.line)]
+    return write_video_list(chosen, Path(out_dir) / f"few_shot_k{k}_seed{seed}.txt")
 
 
 def train_dataset(cfg: Config, num_classes: int) -> VideoDataset:
     d, t = cfg.DATA, cfg.TRAIN
+    list_file = d.TRAIN_FILE
+    if d.FEW_SHOT_K > 0:
+        list_file = str(few_shot_list(d.TRAIN_FILE, d.FEW_SHOT_K, cfg.SEED, cfg.OUTPUT))
     mean, std = NORMS[d.NORM]
     transform = build_train_transform(d.INPUT_SIZE, mean=mean, std=std, flip=t.FLIP,
                                       color_jitter=t.COLOR_JITTER, grayscale=t.GRAYSCALE)
     sampler = FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
                            train=True)
-    return VideoDataset(_source(cfg, d.TRAIN_FILE, num_classes), sampler, transform,
-                        num_classes=num_classes, train=True, on_error=d.ON_ERROR,
-                        backend=d.BACKEND, seed=cfg.SEED)
+    source = _source(cfg, list_file, num_classes, root=str(Path(d.TRAIN_FILE).parent))
+    return VideoDataset(source, sampler, transform, num_classes=num_classes, train=True,
+                        on_error=d.ON_ERROR, backend=d.BACKEND, seed=cfg.SEED)
 
 
 def eval_dataset(cfg: Config, num_classes: int, list_file: str | None = None) -> VideoDataset:
