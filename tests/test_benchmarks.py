@@ -27,3 +27,11 @@ def test_data_throughput_benchmark_quick():
     assert out.returncode == 0, out.stdout + out.stderr
     row = next(line.split() for line in out.stdout.splitlines() if line.startswith("  4 "))
     assert float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("x")
+
+
+def test_train_step_benchmark_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("off", "on"))]
+    assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
