@@ -7,7 +7,9 @@ checks the exact frames returned, their orientation and RGB order.
 from __future__ import annotations
 
 import io
+import re
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -62,6 +64,31 @@ INDEX_CASES = {
     "far-seeks": [2, 95, 41, 88, 17],
     "single-last": [99],
 }
+HAS_X265 = "libx265" in av.codecs_available
+needs_x265 = pytest.mark.skipif(not HAS_X265, reason="PyAV's FFmpeg has no libx265")
+
+
+def encode_plain(path: Path, codec: str, num_frames: int, *, bframes: int | None = None,
+                 gop: int | None = None, options: dict[str, str] | None = None,
+                 size: tuple[int, int] = (64, 48)) -> Path:
+    """Index-pattern frames with an encoder ``make_video`` does not cover (x265, MPEG-2)."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.codec_context.thread_count = 1
+        if bframes is not None:
+            stream.codec_context.max_b_frames = bframes
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        stream.options = options or {}
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(draw_index(i, *size), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +108,22 @@ def vids(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["short"] = make_video(d / "short.mp4", num_frames=5)
     out["lying"] = make_lying_header(d / "lying.avi", num_frames=30, claimed=500)
     out["raw"] = make_raw_h264(d / "raw.h264", num_frames=40, gop=GOP)
+    # x264 defaults (keyframe every 250 frames: one here; 3 B-frames, B-pyramid)
+    out["h264-long"] = make_video(d / "h264-long.mp4", num_frames=N)
+    out["mpeg2-bframes"] = encode_plain(d / "mpeg2.mkv", "mpeg2video", N, bframes=2, gop=12)
+    # the MPEG-4 AVI with its encoder string turned into DivX user data that announces
+    # "packed B-frames" (FFmpeg then decodes in packed mode)
+    data, found = re.subn(rb"Lavc\d+\.\d+\.\d+",
+                          lambda m: b"DivX5b" + b"1" * (len(m[0]) - 7) + b"p",
+                          out["mpeg4-bframes"].read_bytes())
+    assert found, "the MPEG-4 encoder wrote no Lavc user data to turn into DivX's"
+    out["mpeg4-packed"] = d / "mpeg4-packed.avi"
+    out["mpeg4-packed"].write_bytes(data)
+    if HAS_X265:  # x265 defaults: 4 B-frames, B-pyramid; then 2 temporal sub-layers
+        quiet = "log-level=error"
+        out["hevc"] = encode_plain(d / "hevc.mp4", "libx265", N, options={"x265-params": quiet})
+        out["hevc-layers"] = encode_plain(d / "hevc-layers.mp4", "libx265", 30, options={
+            "x265-params": f"{quiet}:temporal-layers=2"})
     out["empty"] = make_empty(d / "empty.mp4")
     out["garbage"] = make_garbage(d / "garbage.mp4")
     out["audio-m4a"] = make_audio_only(d / "audio.m4a")
@@ -165,7 +208,7 @@ def test_sequential_reads_never_seek(vids, name):
         for start in range(0, 40, 8):
             assert frame_indices(r.get_frames(range(start, start + 8))) == list(
                 range(start, start + 8))
-        assert r.stats == {"seeks": 0, "decoded": 40}
+        assert r.stats == {"seeks": 0, "decoded": 40, "skipped": 0}
 
 
 @pytest.mark.parametrize("name", CODECS)
@@ -200,6 +243,102 @@ def test_raw_stream_without_timestamps_decodes_forward_and_rewinds(vids):
         assert frame_indices(r.get_frames([35, 2, 20])) == [35, 2, 20]
         assert frame_indices(r.get_frames([1])) == [1]
         assert r.stats["seeks"] == 1  # one rewind for the backward jump
+
+
+@pytest.mark.parametrize("name", ["h264", "mpeg4-bframes", "vp9", "mjpeg-mkv", "h264-long"])
+def test_one_container_per_reader(vids, name, monkeypatch):
+    # the packet scan's container is reused: going back seeks it instead of reopening
+    opened = []
+    real_open = decode._open_video
+    monkeypatch.setattr(decode, "_open_video", lambda src: opened.append(src) or real_open(src))
+    with VideoReader(vids[name]) as r:
+        for indices in ([50, 3], [2], [99, 0], [1]):
+            assert frame_indices(r.get_frames(indices)) == indices
+        assert r.stats["seeks"] >= 3
+    assert len(opened) == 1
+
+
+# -- skipping frames nobody asked for (skip_frame NONREF) --------------------------------
+SKIPPING = ["h264-long", "h264", "mpeg4-bframes", "mpeg2-bframes",
+            pytest.param("hevc", marks=needs_x265)]
+TSN8 = [6, 18, 31, 43, 56, 68, 81, 93]  # test-mode TSN centres of 8 segments of 100 frames
+
+
+def read_calls(path: Path, calls: list[list[int]], skip: bool,
+               monkeypatch: pytest.MonkeyPatch) -> tuple[list[torch.Tensor], dict[str, int]]:
+    """Frames of each ``get_frames`` call on one reader, with or without skipping."""
+    monkeypatch.setattr(decode, "_SKIP_NONREF", skip)
+    with VideoReader(path) as r:
+        assert r._impl._skip is skip
+        frames = [r.get_frames(indices) for indices in calls]
+        assert r._impl._skip is skip  # never had to fall back
+        return frames, dict(r.stats)
+
+
+@pytest.mark.parametrize("name", SKIPPING)
+def test_skipping_returns_exactly_the_frames_of_a_full_decode(vids, name, monkeypatch):
+    calls = [TSN8, *INDEX_CASES.values(), [90, 91], [10, 11], [95], [5], [60, 2], [60],
+             [99, 98, 97], list(range(40, 48)), list(range(48, 56))]
+    fast, fast_stats = read_calls(vids[name], calls, True, monkeypatch)
+    full, full_stats = read_calls(vids[name], calls, False, monkeypatch)
+    for indices, a, b in zip(calls, fast, full, strict=True):
+        assert frame_indices(a) == indices
+        assert torch.equal(a, b)  # bit-identical pixels
+    assert fast_stats["skipped"] > 0 and full_stats["skipped"] == 0
+    assert fast_stats["decoded"] < full_stats["decoded"]
+    assert fast_stats["seeks"] == full_stats["seeks"]  # skipping never adds a seek
+
+
+@pytest.mark.parametrize("name", SKIPPING)
+def test_skipping_decodes_fewer_frames_for_sparse_indices(vids, name, monkeypatch):
+    _, fast = read_calls(vids[name], [TSN8], True, monkeypatch)
+    _, full = read_calls(vids[name], [TSN8], False, monkeypatch)
+    assert full["skipped"] == 0 and fast["skipped"] > 0
+    # every frame up to the last wanted one is either decoded or skipped
+    assert fast["decoded"] + fast["skipped"] >= full["decoded"] - 3  # (B-frame delay)
+    assert fast["decoded"] <= 0.75 * full["decoded"]
+    if name == "h264-long":  # one keyframe: without skipping all 94 frames are decoded
+        assert keyframe_indices(vids[name]) == [0] and full["decoded"] >= 94
+        assert fast["decoded"] < 70 and fast["seeks"] == full["seeks"] == 0
+
+
+@pytest.mark.parametrize("name,skips", [
+    ("h264", True), ("mpeg4-bframes", True), ("mpeg4", True), ("mpeg2-bframes", True),
+    pytest.param("hevc", True, marks=needs_x265),
+    pytest.param("hevc-layers", False, marks=needs_x265),  # sub-layers may reference "non-ref"
+    ("vp9", False), ("mjpeg", False), ("mjpeg-mkv", False),  # vp9: MVs from the last frame
+    ("mpeg4-packed", False),  # the decoder carries data from packet to packet
+    ("raw", False),  # no timestamps: a skipped frame would shift the frame count
+])
+def test_skipping_only_where_it_cannot_change_frames(vids, name, skips):
+    with VideoReader(vids[name]) as r:
+        assert r._impl._skip is skips
+        indices = [r.info.num_frames - 1, 2, 5, 0]
+        assert frame_indices(r.get_frames(indices)) == indices
+
+
+def test_hevc_sub_layers_are_read_from_the_sps():
+    sps = bytes([0x42, 0x01, 0b0000_0011, 0x60])  # NAL type 33, max_sub_layers_minus1 = 1
+    vps = bytes([0x40, 0x01, 0x0C, 0x01])
+    assert decode._hevc_sub_layers(b"\x00\x00\x00\x01" + vps + b"\x00\x00\x01" + sps) == 2
+    # hvcC: version 1, 21 more header bytes, 1 array of type 33 holding 1 NAL unit
+    hvcc = bytes([1]) + bytes(21) + bytes([1, 0xA1, 0, 1, 0, len(sps)]) + sps
+    assert decode._hevc_sub_layers(hvcc) == 2
+    single = bytes([0x42, 0x01, 0x01])
+    assert decode._hevc_sub_layers(b"\x00\x00\x01" + single) == 1
+    assert decode._hevc_sub_layers(b"") is None
+    assert decode._hevc_sub_layers(b"\x00\x00\x01" + vps) is None  # no SPS: not known
+
+
+def test_a_frame_skipping_cannot_place_is_decoded_again_without_skipping(vids):
+    # white-box: forget the timestamp of frame 40, so it comes out unplaceable while frames
+    # are being dropped; the reader turns skipping off and decodes again, still exact
+    with VideoReader(vids["h264-long"]) as r:
+        impl = r._impl
+        del impl._index_of[impl._pts[40]]
+        assert frame_indices(r.get_frames([30, 45, 60])) == [30, 45, 60]
+        assert not impl._skip
+        assert frame_indices(r.get_frames([41, 39])) == [41, 39]
 
 
 # -- metadata and awkward files ----------------------------------------------------------
