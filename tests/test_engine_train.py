@@ -171,7 +171,8 @@ def test_sigkill_then_auto_resume_gives_identical_weights(dataset, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_two_process_ddp_matches_one_process(dataset, tmp_path):
+@pytest.mark.parametrize("per_device", [2, 1])  # 1: two accumulation steps under no_sync
+def test_two_process_ddp_matches_one_process(dataset, tmp_path, per_device):
     cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "one")
     common = ["DATA.VAL_FILE=", "TRAIN.MIXUP=0", "TRAIN.CUTMIX=0", "TRAIN.EPOCHS=1"]
     one = subprocess.run([sys.executable, "-m", "claver", "train", "-c", str(cfg), *common,
@@ -180,7 +181,7 @@ def test_two_process_ddp_matches_one_process(dataset, tmp_path):
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                           f"--master_port={free_port()}", "-m", "claver", "train", "-c", str(cfg),
-                          *common, "TRAIN.BATCH_SIZE=2", "TRAIN.EFFECTIVE_BATCH_SIZE=4",
+                          *common, f"TRAIN.BATCH_SIZE={per_device}", "TRAIN.EFFECTIVE_BATCH_SIZE=4",
                           "OUTPUT=" + str(tmp_path / "two")], capture_output=True, text=True,
                          timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

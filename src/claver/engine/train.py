@@ -12,7 +12,7 @@ same result.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -105,9 +105,12 @@ def _step_generator(cfg: Config, step: int, micro: int) -> torch.Generator:
 
 
 def compute_loss(cfg: Config, step_module: nn.Module, batch: dict[str, Any],
-                 tokens: torch.Tensor, num_classes: int, gen: torch.Generator,
+                 tokens: torch.Tensor, num_classes: int, step: int, micro: int,
                  device: torch.device, text_feats: torch.Tensor | None) -> torch.Tensor:
-    """Loss of one micro-batch (see the module docstring)."""
+    """Loss of one micro-batch (see the module docstring). The K text rows are drawn once
+    per optimizer step (the same for every micro-batch and rank, so accumulation and DDP
+    equal one big batch); mixup draws per micro-batch."""
+    gen = _step_generator(cfg, step, micro)
     video = batch["video"].to(device, non_blocking=True)
     labels = batch["label"]
     t = cfg.TRAIN
@@ -125,7 +128,8 @@ def compute_loss(cfg: Config, step_module: nn.Module, batch: dict[str, Any],
                                       label_smoothing=t.LABEL_SMOOTH, generator=gen)
     else:  # hard labels work too (the reference code crashed here)
         targets = smooth_one_hot(labels.to(device), num_classes, t.LABEL_SMOOTH)
-    rows = torch.randperm(tokens.shape[0], generator=gen)[: min(t.TEXT_ROWS, tokens.shape[0])]
+    rows = torch.randperm(tokens.shape[0], generator=_step_generator(cfg, step, -1))[
+        : min(t.TEXT_ROWS, tokens.shape[0])]
     text = text_feats[rows.to(text_feats.device)] if text_feats is not None else \
         tokens[rows].to(device)
     return soft_target_cross_entropy(step_module(video, text), targets)
@@ -221,14 +225,17 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
             wait += time.perf_counter() - fetch
             failures.failures.extend(batch["failures"])
             last = micro == accum - 1
-            sync = step_module.no_sync() if (world.size > 1 and not last) else \
-                _nullcontext()
-            with sync, amp_context(dev, t.AMP):
-                loss = compute_loss(cfg, step_module, batch, tokens, len(names),
-                                    _step_generator(cfg, step, micro), dev, text_feats) / accum
+            defer = world.size > 1 and not last  # no gradient all-reduce until the last
+
+            def sync(defer: bool = defer) -> contextlib.AbstractContextManager:
+                return step_module.no_sync() if defer else contextlib.nullcontext()
+
+            with sync(), amp_context(dev, t.AMP):
+                loss = compute_loss(cfg, step_module, batch, tokens, len(names), step, micro,
+                                    dev, text_feats) / accum
             finite = math.isfinite(all_reduce_mean(float(loss.detach())))
             if finite:
-                with sync:
+                with sync():
                     (scaler.scale(loss) if scaler else loss).backward()
             losses.append(float(loss.detach()) * accum)
             seen += len(batch["index"]) * world.size
@@ -298,14 +305,6 @@ def run_evaluation(cfg: Config, model: nn.Module, names: list[str], dev: torch.d
     return summary
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _progress(world: World, total: int, desc: str) -> Any:
     """A callable updating a tqdm bar with the latest record (None closes it)."""
     if not world.is_main:
@@ -324,8 +323,3 @@ def _progress(world: World, total: int, desc: str) -> Any:
                         wait=f"{record['data_wait']:.0%}", mem=f"{record['mem_mb']:.0f}MB")
 
     return update
-
-
-def dump_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
