@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import claver
-from claver.data import decode
+from claver.data import optional_backends, pyav_backend
 from claver.data.decode import (
     BackendUnavailableError,
     VideoDecodeError,
@@ -249,8 +249,9 @@ def test_raw_stream_without_timestamps_decodes_forward_and_rewinds(vids):
 def test_one_container_per_reader(vids, name, monkeypatch):
     # the packet scan's container is reused: going back seeks it instead of reopening
     opened = []
-    real_open = decode._open_video
-    monkeypatch.setattr(decode, "_open_video", lambda src: opened.append(src) or real_open(src))
+    real_open = pyav_backend._open_video
+    monkeypatch.setattr(pyav_backend, "_open_video",
+                        lambda src: opened.append(src) or real_open(src))
     with VideoReader(vids[name]) as r:
         for indices in ([50, 3], [2], [99, 0], [1]):
             assert frame_indices(r.get_frames(indices)) == indices
@@ -267,7 +268,7 @@ TSN8 = [6, 18, 31, 43, 56, 68, 81, 93]  # test-mode TSN centres of 8 segments of
 def read_calls(path: Path, calls: list[list[int]], skip: bool,
                monkeypatch: pytest.MonkeyPatch) -> tuple[list[torch.Tensor], dict[str, int]]:
     """Frames of each ``get_frames`` call on one reader, with or without skipping."""
-    monkeypatch.setattr(decode, "_SKIP_NONREF", skip)
+    monkeypatch.setattr(pyav_backend, "_SKIP_NONREF", skip)
     with VideoReader(path) as r:
         assert r._impl._skip is skip
         frames = [r.get_frames(indices) for indices in calls]
@@ -320,14 +321,15 @@ def test_skipping_only_where_it_cannot_change_frames(vids, name, skips):
 def test_hevc_sub_layers_are_read_from_the_sps():
     sps = bytes([0x42, 0x01, 0b0000_0011, 0x60])  # NAL type 33, max_sub_layers_minus1 = 1
     vps = bytes([0x40, 0x01, 0x0C, 0x01])
-    assert decode._hevc_sub_layers(b"\x00\x00\x00\x01" + vps + b"\x00\x00\x01" + sps) == 2
+    annex_b = b"\x00\x00\x00\x01" + vps + b"\x00\x00\x01" + sps
+    assert pyav_backend._hevc_sub_layers(annex_b) == 2
     # hvcC: version 1, 21 more header bytes, 1 array of type 33 holding 1 NAL unit
     hvcc = bytes([1]) + bytes(21) + bytes([1, 0xA1, 0, 1, 0, len(sps)]) + sps
-    assert decode._hevc_sub_layers(hvcc) == 2
+    assert pyav_backend._hevc_sub_layers(hvcc) == 2
     single = bytes([0x42, 0x01, 0x01])
-    assert decode._hevc_sub_layers(b"\x00\x00\x01" + single) == 1
-    assert decode._hevc_sub_layers(b"") is None
-    assert decode._hevc_sub_layers(b"\x00\x00\x01" + vps) is None  # no SPS: not known
+    assert pyav_backend._hevc_sub_layers(b"\x00\x00\x01" + single) == 1
+    assert pyav_backend._hevc_sub_layers(b"") is None
+    assert pyav_backend._hevc_sub_layers(b"\x00\x00\x01" + vps) is None  # no SPS: not known
 
 
 def test_a_frame_skipping_cannot_place_is_decoded_again_without_skipping(vids):
@@ -520,9 +522,9 @@ def test_public_names_are_lazy_exports():
 
 
 def test_missing_backend_names_the_install_command(vids, monkeypatch):
-    monkeypatch.setitem(decode._MODULES, "torchcodec", "claver_no_such_module_xyz")
-    monkeypatch.setitem(decode._MODULES, "decord", "claver_no_such_module_xyz")
-    decode._backend_module.cache_clear()
+    monkeypatch.setitem(optional_backends._MODULES, "torchcodec", "claver_no_such_module_xyz")
+    monkeypatch.setitem(optional_backends._MODULES, "decord", "claver_no_such_module_xyz")
+    optional_backends._backend_module.cache_clear()
     try:
         for name, command in [("torchcodec", 'pip install "claver[torchcodec]"'),
                               ("decord", 'pip install "claver[decord]"')]:
@@ -534,7 +536,7 @@ def test_missing_backend_names_the_install_command(vids, monkeypatch):
         assert available_backends() == ["pyav"]
     finally:
         monkeypatch.undo()
-        decode._backend_module.cache_clear()
+        optional_backends._backend_module.cache_clear()
 
 
 FALLBACKS = [  # (backend, video, reason): files an optional backend gets wrong
