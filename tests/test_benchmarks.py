@@ -35,3 +35,18 @@ def test_train_step_benchmark_quick():
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("off", "on"))]
     assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
+
+
+def test_predict_benchmark_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "gives claver's ids: yes" in out.stdout  # both sides tokenize identically
+    rows = {line[:36].strip(): line[36:].split() for line in out.stdout.splitlines()
+            if line.startswith(("ours ", "HF X-CLIP "))}
+    assert set(rows) == {"ours actionclip meanP tiny fp32", "ours claver tiny fp32",
+                         "HF X-CLIP tiny fp32"}
+    for rate, ratio, quartiles, prep_ms, model_ms in rows.values():
+        assert float(rate) > 0 and ratio.endswith("x") and float(prep_ms) > 0
+        assert float(model_ms) > 0 and len(quartiles.split("-")) == 2
+    assert rows["HF X-CLIP tiny fp32"][1] == "1.00x"

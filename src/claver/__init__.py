@@ -18,6 +18,12 @@ _LAZY = {
     "kronecker_mask": "claver.models.kronecker",
     "read_video": "claver.data.decode",
     "probe_video": "claver.data.decode",
+    "predict": "claver.zeroshot",
+    "predict_windows": "claver.zeroshot",
+    "encode_video": "claver.zeroshot",
+    "encode_text": "claver.zeroshot",
+    "Predictor": "claver.zeroshot",
+    "load_pretrained": "claver.pretrained",
 }
 
 __all__ = ["__version__", *_LAZY]

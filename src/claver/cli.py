@@ -13,27 +13,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from claver.models.factory import list_models
-
-    print("\n".join(list_models()))
-    return 0
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    from claver.weights.formats import describe, read_checkpoint
-
-    ckpt = read_checkpoint(args.checkpoint)
-    n = sum(v.numel() for v in ckpt.state_dict.values())
-    print(f"file          {ckpt.source}")
-    print(f"format        {ckpt.format}")
-    print(f"architecture  {describe(ckpt.config)}")
-    print(f"tensors       {len(ckpt.state_dict)} ({n / 1e6:.2f}M values)")
-    for note in ckpt.notes.values():
-        print(f"note          {note}")
-    return 0
-
-
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from claver.data.check import run_check
 
@@ -54,11 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
-    models = sub.add_parser("models", help="list model names")
-    models.set_defaults(func=_cmd_models)
-    info = sub.add_parser("info", help="describe a checkpoint (any supported format)")
-    info.add_argument("checkpoint")
-    info.set_defaults(func=_cmd_info)
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command",
                                                                        required=True)
     check = data.add_parser("check", help="scan a dataset: bad files, class histogram, "

@@ -1,0 +1,320 @@
+"""End-to-end zero-shot prediction throughput: videos/s from files to label probabilities.
+
+Both sides classify the same h264 files (Kinetics-like: 340x256, 25 fps, x264 defaults)
+against the same label words with one template, T = 8 frames at segment centres, short side
+224 and centre crop 224, a ViT-B/32 backbone with random weights, fp32, the same batch size
+and the same number of torch threads, in one process, measurements interleaved:
+
+- **ours**: ``claver.zeroshot.Predictor`` (PyAV reader decoding only what the sampled frames
+  need, short-side scaling inside the decoder, uint8 channels-last resize in torch, text
+  features computed once per label set, the next batch decoded in a background thread).
+  Rows: ActionCLIP meanP ViT-B/32 (the architecture of the ``openai-vit-b32`` named
+  weights) and CLAVER ViT-B/32 (+ 4 Kronecker temporal blocks).
+- **baseline**: Hugging Face ``XCLIPModel(XCLIPConfig())`` (X-CLIP base/32, 8 frames) with
+  ``XCLIPProcessor`` (``VideoMAEImageProcessorPil`` + a ``CLIPTokenizer`` built from
+  claver's bundled BPE vocabulary; nothing from the hub), frames decoded as the X-CLIP model
+  card does (PyAV, sequential decode up to the last sampled frame, rgb24 conversion of the
+  sampled ones), ``model(**processor(text=..., videos=..., padding=True))`` per batch.
+
+Rows marked ``xN`` run our predictor with ``streams=N``: N batches through the model at
+once, each in a thread with single-threaded torch ops (the same cores, no OpenMP
+synchronisation). Rows without it use torch's default threading, like the baseline.
+
+The timed work for N videos includes building the predictor (ours encodes the label texts
+there) and everything up to the probabilities. Before timing, both sides' tokenizers are
+checked to give the same ids. ``--precision bf16`` adds rows with bf16 autocast on both
+sides.
+
+    .venv/bin/python benchmarks/predict.py            # 8 videos, 6 paired rounds
+    .venv/bin/python benchmarks/predict.py --quick    # a smoke run with tiny models
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LABELS = ["playing guitar", "riding a bike", "swimming", "cooking", "dancing", "juggling",
+          "skateboarding", "reading a book", "brushing teeth", "walking the dog"]
+TEMPLATE = "a video of {}."
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def make_videos(folder: Path, count: int, seconds: float, size: tuple[int, int],
+                fps: int = 25) -> list[Path]:
+    """h264 mp4 files of moving textured content, x264 default settings."""
+    import av
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(count):
+        path = folder / f"video_{k}.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("h264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.time_base = Fraction(1, fps)
+            phase = rng.uniform(0, 6.28, 3)
+            for t in range(int(seconds * fps)):
+                img = np.stack([127 + 100 * np.sin(xx / (9 + c * 3) + yy / 17 + t * 0.15
+                                                   + phase[c]) for c in range(3)], -1)
+                img[(yy - 40 - 2 * t) % h < 30, :] = (50 * k) % 255
+                frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        paths.append(path)
+    return paths
+
+
+def hf_tokenizer(folder: Path) -> object:
+    """A transformers CLIPTokenizer on claver's bundled BPE vocabulary (no hub)."""
+    from transformers import CLIPTokenizer
+
+    from claver.text.tokenizer import _read_merges, get_tokenizer
+
+    (folder / "vocab.json").write_text(json.dumps(get_tokenizer().encoder))
+    merges = "\n".join(f"{a} {b}" for a, b in _read_merges(None))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + merges + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def check_tokenizers(tok: object) -> bool:
+    from claver.text.tokenizer import tokenize
+
+    texts = [TEMPLATE.format(c) for c in LABELS]
+    enc = tok(texts, padding=True)  # type: ignore[operator]
+    ours = tokenize(texts)
+    return all(ours[i, :sum(m)].tolist() == ids[:sum(m)]
+               for i, (ids, m) in enumerate(zip(enc["input_ids"], enc["attention_mask"],
+                                                strict=True)))
+
+
+def hf_read_video(path: Path, indices: list[int]) -> list[np.ndarray]:
+    """The X-CLIP model card's ``read_video_pyav``: decode in order, keep the sampled frames."""
+    import av
+
+    wanted, frames = set(indices), {}
+    with av.open(str(path)) as container:
+        container.seek(0)
+        for i, frame in enumerate(container.decode(video=0)):
+            if i > indices[-1]:
+                break
+            if i in wanted:
+                frames[i] = frame
+    return [frames[i].to_ndarray(format="rgb24") for i in indices]
+
+
+def frame_count(path: Path) -> int:
+    """Frames in a file, from the container header (what the model card reads)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].frames
+
+
+def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Callable, ...]]:
+    """name -> (run all videos, decode+preprocess one video, model on one batch)."""
+    import claver
+    from claver.data.sampling import segment_indices
+    from claver.inputs import Preprocess
+    from claver.models.config import CLIP_MEAN, CLIP_STD
+    from claver.zeroshot import Predictor
+
+    tiny = args.quick
+    frames, size = args.frames, 32 if tiny else 224
+    suffix = "tiny" if tiny else "vit-b32"
+    tok = hf_tokenizer(folder)
+    if not check_tokenizers(tok):
+        raise SystemExit("tokenizer check failed: HF CLIPTokenizer ids differ from claver's")
+    print("check  HF CLIPTokenizer on claver's vocabulary gives claver's ids: yes")
+    sides: dict[str, tuple[Callable, ...]] = {}
+    for arch in args.ours:
+        torch.manual_seed(0)
+        opts = {"fusion": "meanP"} if arch == "actionclip" else {}
+        model = claver.create_model(f"{arch}-{suffix}", num_frames=frames, **opts).eval()
+        pre = Preprocess(frames, size, size, CLIP_MEAN, CLIP_STD)
+        label = f"ours {arch}" + (" meanP" if arch == "actionclip" else "") + f" {suffix}"
+        for precision, streams in [(p, s) for p in args.precisions for s in args.streams]:
+
+            def run(paths: list[Path], model=model, pre=pre, precision=precision,
+                    streams=streams) -> None:
+                pred = Predictor(model, LABELS, templates=[TEMPLATE], preprocess=pre,
+                                 batch_size=args.batch_size, workers=args.workers,
+                                 precision=precision, streams=streams)
+                pred.predict(paths)
+
+            def prep(path: Path, pre=pre) -> torch.Tensor:
+                return pre.load(path)
+
+            steady = Predictor(model, LABELS, templates=[TEMPLATE], preprocess=pre,
+                               precision=precision)
+
+            def infer(batch: torch.Tensor, pred=steady) -> None:
+                pred.probs_from_features(pred.video_features(batch))
+
+            tag = f" x{streams}" if streams > 1 else ""
+            sides[f"{label}{tag} {precision}"] = (run, prep, infer)
+
+    from transformers import XCLIPConfig, XCLIPModel, XCLIPProcessor
+    from transformers.models.videomae.image_processing_pil_videomae import (
+        VideoMAEImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    if tiny:
+        config = XCLIPConfig(
+            text_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                         "num_attention_heads": 1},
+            vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3,
+                           "num_attention_heads": 1, "image_size": size, "patch_size": 8,
+                           "num_frames": frames, "mit_hidden_size": 64,
+                           "mit_intermediate_size": 256},
+            projection_dim=64, prompt_layers=1, prompt_num_attention_heads=1,
+            prompt_projection_dim=64)
+    else:
+        config = XCLIPConfig()
+        config.vision_config.num_frames = frames
+    xclip = XCLIPModel(config).eval()
+    processor = XCLIPProcessor(
+        image_processor=VideoMAEImageProcessorPil(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+            image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD),
+        tokenizer=tok)
+    texts = [TEMPLATE.format(c) for c in LABELS]
+
+    def hf_frames(path: Path) -> list[np.ndarray]:
+        indices = segment_indices(frame_count(path), frames, train=False).tolist()
+        return hf_read_video(path, indices)
+
+    for precision in args.precisions:
+        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+
+        def hf_run(paths: list[Path], cast=cast) -> None:
+            for i in range(0, len(paths), args.batch_size):
+                videos = [hf_frames(p) for p in paths[i:i + args.batch_size]]
+                inputs = processor(text=texts, videos=videos, return_tensors="pt",
+                                   padding=True)
+                with torch.inference_mode(), cast:
+                    xclip(**inputs).logits_per_video.float().softmax(-1)
+
+        def hf_prep(path: Path) -> torch.Tensor:
+            return processor(videos=[hf_frames(path)], return_tensors="pt")["pixel_values"]
+
+        def hf_infer(batch: torch.Tensor, cast=cast) -> None:
+            inputs = processor(text=texts, return_tensors="pt", padding=True)
+            with torch.inference_mode(), cast:
+                xclip(pixel_values=batch, **inputs).logits_per_video.softmax(-1)
+
+        sides[f"HF X-CLIP {suffix} {precision}"] = (hf_run, hf_prep, hf_infer)
+    params = {k: sum(p.numel() for p in m.parameters()) / 1e6
+              for k, m in (("X-CLIP", xclip),)}
+    print(f"models random init; X-CLIP {params['X-CLIP']:.1f}M parameters")
+    return sides
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def run(args: argparse.Namespace) -> int:
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        paths = make_videos(folder, args.videos, args.seconds, (340, 256))
+        print(f"videos {len(paths)} h264 mp4, 340x256, {args.seconds:g} s at 25 fps (x264 "
+              f"defaults), encoded in {time.perf_counter() - t0:.1f}s")
+        print(f"setup  torch {torch.__version__}, {threads} thread(s), {len(LABELS)} labels, "
+              f"T={args.frames}, batch {args.batch_size}, our decode workers {args.workers}, "
+              f"{args.rounds} paired round(s)")
+        sides = build_sides(args, folder)
+        names = list(sides)
+        batch = torch.stack([sides[names[0]][1](p) for p in paths[:args.batch_size]])
+        hf_batch = torch.cat([sides[names[-1]][1](p) for p in paths[:args.batch_size]])
+        for run_all, _, _ in sides.values():  # warm-up
+            run_all(paths[:1])
+        totals: dict[str, list[float]] = {name: [] for name in names}
+        preps: dict[str, list[float]] = {name: [] for name in names}
+        infers: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(args.rounds):  # every side on the same videos, order rotating
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                run_all, prep, infer = sides[name]
+                totals[name].append(timed(lambda f=run_all: f(paths)))
+                one = paths[r % len(paths)]
+                preps[name].append(timed(lambda f=prep, x=one: f(x)))
+                b = hf_batch if name.startswith("HF") else batch
+                infers[name].append(timed(lambda f=infer, b=b: f(b)) / len(b))
+        print(f"\n{'side':<36} {'videos/s':>9} {'ratio':>7} {'(q1-q3)':>11}   "
+              f"{'decode+prep ms':>14} {'model ms':>9}  (per video, medians)")
+        for precision in args.precisions:
+            base = next(n for n in names if n.startswith("HF") and n.endswith(precision))
+            for name in [n for n in names if n.endswith(precision)]:
+                rate = len(paths) / statistics.median(totals[name])
+                q1, q2, q3 = _quartiles([b / t for b, t in zip(totals[base], totals[name],
+                                                               strict=True)])
+                print(f"{name:<36} {rate:>9.2f} {q2:>6.2f}x {f'{q1:.2f}-{q3:.2f}':>11}   "
+                      f"{statistics.median(preps[name]) * 1e3:>14.1f} "
+                      f"{statistics.median(infers[name]) * 1e3:>9.1f}")
+        print("\nratio: HF X-CLIP's time / the row's time for the same videos in the same round "
+              "(> 1: faster), median and quartiles over rounds; end to end, per round: our "
+              "predictor set-up (text encoding) + all videos. decode+prep: one video, file to "
+              "model input. model: one video's share of a batch, input to probabilities "
+              "(ours: text features already computed; X-CLIP: its text tower runs in every "
+              "call).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--videos", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1, help="our background decoding threads")
+    p.add_argument("--streams", default="1,2",
+                   help="comma-separated stream counts for our rows (see the docstring)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the usable cores)")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="paired rounds: every side on all videos, order rotating")
+    p.add_argument("--ours", default="actionclip,claver",
+                   help="comma-separated: actionclip (meanP) and/or claver")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp32,bf16")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny models, 2 videos")
+    args = p.parse_args(argv)
+    args.ours = args.ours.split(",")
+    args.precisions = args.precision.split(",")
+    args.streams = [int(x) for x in args.streams.split(",")]
+    if args.quick:
+        args.videos, args.seconds, args.rounds, args.batch_size = 2, 1.0, 1, 2
+        args.streams = [1]
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

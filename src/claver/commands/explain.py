@@ -1,0 +1,54 @@
+"""``claver explain``: attention heat-maps (PNG grid + GIF) and the Kronecker mask picture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from claver.commands.predict import _predictor, labels_from_args
+    from claver.explain import explain_with, mask_image
+    from claver.images import write_png
+    from claver.weights.formats import describe
+
+    pred = _predictor(args, labels_from_args(args))
+    exp = explain_with(pred, args.video, label=args.label, method=args.method)
+    out = Path(args.out)
+    stem = Path(args.video).stem
+    paths = exp.save(out, stem, args.tile)
+    probs, labels = exp.probs, list(exp.labels)
+    best = int(probs.argmax())
+    cfg = pred.model.config
+    print(f"model      {describe(cfg)}")
+    print(f"predicted  {labels[best]} ({100 * float(probs[best]):.1f}%); explained: "
+          f"{exp.label} ({100 * float(probs[exp.target]):.1f}%), method {args.method}")
+    print(f"grid       {paths['png']}  (top: frames the model saw; bottom: heat-map)")
+    print(f"animation  {paths['gif']}")
+    if cfg.arch == "claver":
+        tokens = args.mask_tokens or cfg.vision.num_tokens
+        mask = write_png(out / f"{stem}.mask.png", mask_image(cfg.num_frames, tokens, cfg.mask))
+        print(f"mask       {mask}  ({cfg.mask}, {cfg.num_frames} frames x {tokens} tokens; "
+              "white: may attend, orange: self, blue lines: frames)")
+    else:
+        print(f"mask       none: a {cfg.arch} model has no Kronecker mask")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from claver.commands.predict import add_model_args
+
+    p = subparsers.add_parser(
+        "explain", help="attention heat-maps of a video (PNG grid + GIF) and the mask picture")
+    p.add_argument("video", metavar="VIDEO", help="video file")
+    add_model_args(p)
+    p.add_argument("--label", help="label to explain (default: the predicted one)")
+    p.add_argument("--method", default="grad-attention", choices=("grad-attention", "attention"),
+                   help="grad-attention: class-specific (default); attention: where each "
+                        "frame's CLS token looks")
+    p.add_argument("--out", default=".", help="output folder (default: current folder)")
+    p.add_argument("--tile", type=int, help="pixels per frame tile (default max(S, 128))")
+    p.add_argument("--mask-tokens", type=int,
+                   help="tokens per frame in the mask picture (default: the model's)")
+    p.add_argument("--num-frames", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_explain)

@@ -1,0 +1,223 @@
+"""``claver predict``: zero-shot label probabilities for video files (table or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def read_label_file(path: str) -> list[str]:
+    """Labels from a file: ``id,name`` CSV (``.csv``) or one label per line (``#`` comments)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"labels file not found: {p}")
+    if p.suffix.lower() == ".csv":
+        from claver.data.annotations import read_labels
+
+        return read_labels(p)
+    lines = [line.strip() for line in p.read_text(encoding="utf-8-sig").splitlines()]
+    labels = [line for line in lines if line and not line.startswith("#")]
+    if not labels:
+        raise ValueError(f"{p}: no labels (write one label per line)")
+    return labels
+
+
+def labels_from_args(args: argparse.Namespace) -> list[str]:
+    if (args.labels is None) == (args.labels_file is None):
+        raise ValueError("give the labels with --labels 'a,b,c' or --labels-file FILE (one)")
+    if args.labels_file is not None:
+        return read_label_file(args.labels_file)
+    labels = [x.strip() for x in args.labels.split(",")]
+    if any(not x for x in labels):
+        raise ValueError(f"--labels {args.labels!r} has an empty label; separate labels with "
+                         "single commas (labels containing commas: use --labels-file)")
+    return labels
+
+
+def descriptions_from_args(args: argparse.Namespace, labels: list[str]) -> Any:
+    """``--descriptions``: a JSON object label -> [texts], or what ``claver prompts`` writes
+    (JSONL, or a CLAVER ``id,description`` CSV whose ids index the labels)."""
+    if not getattr(args, "descriptions", None):
+        return None
+    p = Path(args.descriptions)
+    if not p.is_file():
+        raise FileNotFoundError(f"descriptions file not found: {p}")
+    if p.suffix.lower() != ".json":
+        from claver.prompts.formats import descriptions_by_class, load_descriptions
+
+        return descriptions_by_class(load_descriptions(p, labels), len(labels))
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); expected {{\"label\": [\"description\", "
+                         "...], ...}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object label -> list of descriptions")
+    return data
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``predict`` and ``explain``: labels, text rows, model."""
+    p.add_argument("--labels", help="comma-separated label words, e.g. 'singing,dancing'")
+    p.add_argument("--labels-file", help="one label per line, or an id,name .csv")
+    p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
+                   help="text template with {} for the label (repeat to average several; "
+                        "'claver' or 'actionclip': the papers' 16; default 'a video of {}.')")
+    p.add_argument("--descriptions",
+                   help="extra text rows: JSON {label: [description, ...]}, or the JSONL / "
+                        "CSV of `claver prompts` (class ids index the labels)")
+    p.add_argument("--model", help="named weights (claver models list), a checkpoint path, or "
+                                   "$CLAVER_MODEL; default openai-vit-b32")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="allow downloading named weights that have no published sha256")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1 ...")
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    from claver.zeroshot import default_model
+
+    return args.model or default_model()
+
+
+def _predictor(args: argparse.Namespace, labels: list[str]) -> Any:
+    from claver.inputs import Preprocess
+    from claver.zeroshot import Predictor, resolve_model
+
+    model = resolve_model(_model_name(args), allow_unverified=args.allow_unverified)
+    pre = Preprocess.for_model(model, num_frames=getattr(args, "num_frames", None),
+                               backend=getattr(args, "backend", None))
+    templates = args.templates
+    if templates is not None and len(templates) == 1:
+        templates = templates[0]  # one template, or a named set ("claver", "actionclip")
+    return Predictor(model, labels, templates=templates,
+                     descriptions=descriptions_from_args(args, labels), preprocess=pre,
+                     device=args.device, precision=getattr(args, "precision", "fp32"),
+                     batch_size=getattr(args, "batch_size", 4),
+                     workers=getattr(args, "workers", 1), streams=getattr(args, "streams", 1))
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:5.1f}%"
+
+
+def _print_table(results: list[Any], width: int) -> None:
+    print(f"{'video':<{width}}  {'prob':>6}  label")
+    for r in results:
+        if not r.ok:
+            print(f"{r.source:<{width}}  FAILED  {r.error}")
+            continue
+        for i, (label, p) in enumerate(r.top()):
+            print(f"{r.source if i == 0 else '':<{width}}  {_pct(p)}  {label}")
+
+
+def _print_windows(source: str, windows: list[Any], args: argparse.Namespace) -> None:
+    from claver.zeroshot import merge_windows
+
+    print(f"\n{source}: {len(windows)} window(s) of {args.window:g} s every "
+          f"{(args.stride or args.window):g} s, smoothing {args.smooth}, threshold "
+          f"{'none' if args.threshold is None else f'{args.threshold:g}'}")
+    print(f"  {'start':>8} {'end':>8}  {'prob':>6}  label            next")
+    for w in windows:
+        top = w.top(2)
+        second = f"{top[1][0]} {_pct(top[1][1]).strip()}" if len(top) > 1 else ""
+        print(f"  {w.start:8.2f} {w.end:8.2f}  {_pct(w.score)}  {w.label:<16} {second}")
+    segs = merge_windows(windows)
+    print("  segments: " + "; ".join(f"{s['start']:.2f}-{s['end']:.2f} s {s['label']}"
+                                    for s in segs))
+
+
+def _run_windows(pred: Any, args: argparse.Namespace) -> tuple[list[dict], int]:
+    from claver.zeroshot import merge_windows
+
+    out, failed = [], 0
+    for video in args.videos:
+        try:
+            windows = pred.predict_windows(video, window=args.window, stride=args.stride,
+                                           smooth=args.smooth, threshold=args.threshold,
+                                           topk=args.topk)
+        except (ValueError, FileNotFoundError, OSError) as e:  # VideoDecodeError included
+            failed += 1
+            out.append({"video": video, "ok": False, "error": str(e)})
+            if not args.json:
+                print(f"\n{video}: FAILED  {e}")
+            continue
+        out.append({"video": video, "ok": True, "windows": [w.to_dict() for w in windows],
+                    "segments": merge_windows(windows)})
+        if not args.json:
+            _print_windows(video, windows, args)
+    return out, failed
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from claver.weights.formats import describe
+
+    labels = labels_from_args(args)
+    if args.topk is not None and args.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+    if args.window is None and (args.stride is not None or args.threshold is not None
+                                or args.smooth != 1):
+        raise ValueError("--stride, --smooth and --threshold need --window SECONDS")
+    pred = _predictor(args, labels)
+    header = {"model": _model_name(args), "architecture": describe(pred.model.config),
+              "labels": list(pred.labels), "text_rows": len(pred.rows),
+              "preprocessing": {"frames": pred.preprocess.num_frames,
+                                "short_side": pred.preprocess.short_side,
+                                "crop": pred.preprocess.image_size},
+              "precision": pred.precision}
+    if not args.json:
+        print(f"model   {header['model']}: {header['architecture']}")
+        print(f"labels  {len(labels)}; {len(pred.rows)} text row(s) per label "
+              f"({', '.join(repr(r[0]) for r in pred.rows[:3])}"
+              f"{', ...' if len(pred.rows) > 3 else ''})\n")
+    if args.window is not None:
+        results, failed = _run_windows(pred, args)
+    else:
+        preds = pred.predict(args.videos, topk=args.topk, on_error="skip",
+                             progress=not args.no_progress)
+        failed = sum(not r.ok for r in preds)
+        results = [r.to_dict() for r in preds]
+        if not args.json:
+            _print_table(preds, max(5, *(len(r.source) for r in preds)))
+    if args.json:
+        print(json.dumps({**header, "results": results, "failed": failed}, indent=2))
+    if failed:
+        print(f"claver predict: {failed} of {len(args.videos)} video(s) could not be read "
+              "(see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict", help="zero-shot label probabilities for video files",
+        description="Classify videos against label words (zero-shot). Unreadable videos are "
+                    "reported and the rest still predicted; the exit status is 1 if any "
+                    "failed.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    add_model_args(p)
+    p.add_argument("--topk", type=int, default=5, help="labels shown per video (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--window", type=float, metavar="SECONDS",
+                   help="long videos: predict windows of this many seconds")
+    p.add_argument("--stride", type=float, metavar="SECONDS",
+                   help="window start every this many seconds (default: --window)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help="moving average of probabilities over N windows (odd)")
+    p.add_argument("--threshold", type=float, metavar="P",
+                   help="windows whose best probability is below P are 'no action'")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1,
+                   help="background decoding threads (0: decode in the main thread)")
+    p.add_argument("--streams", type=int, default=1,
+                   help="batches through the model at once, each single-threaded (CPU: try "
+                        "the number of cores for many videos)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="bf16: autocast, ~3x faster on CPUs with AVX-512 BF16")
+    p.add_argument("--num-frames", type=int, help="frames per video (CLIP/ActionCLIP models; "
+                                                  "CLAVER is fixed by its weights)")
+    p.add_argument("--backend", help="video decoder: pyav (default), decord, torchcodec")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
