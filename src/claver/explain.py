@@ -229,7 +229,8 @@ def explain(video: Any, labels: Sequence[str], model: Any = None, *, label: str 
 
     ``video``, ``model``, ``template(s)`` and ``descriptions`` as for :func:`claver.predict`.
     """
-    from claver.zeroshot import Predictor, resolve_model
+    from claver.pretrained import resolve_model
+    from claver.zeroshot import Predictor
 
     if template is not None and templates is not None:
         raise ValueError("pass template=... or templates=[...], not both")

@@ -75,22 +75,35 @@ class Preprocess:
         """The frames taken from a video of ``n`` frames (segment centres)."""
         return segment_indices(n, self.num_frames, train=False).tolist()
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalised float (T, 3, S, S) (takes T of the N frames)."""
+    def crop(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> uint8 (T, S, S, 3): T of the N frames, short side scaled,
+        centre crop (a view when the short side is right already, as decoded files are)."""
         if frames.shape[0] != self.num_frames:
             frames = frames[self.indices(frames.shape[0])]
         x = to_tchw(frames, "THWC")
         if min(x.shape[-2:]) != self.short_side:
             x = resize_short_side(x, self.short_side)
-        x = center_crop(x, self.image_size)
-        return normalize(to_float(x), self.mean, self.std)
+        return center_crop(x, self.image_size).permute(0, 2, 3, 1)
+
+    def normalize(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., T, S, S, 3) -> normalised float (..., T, 3, S, S), contiguous."""
+        x = normalize(to_float(clips.movedim(-1, -3)), self.mean, self.std)
+        return x.contiguous()
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float (T, 3, S, S) (takes T of the N frames)."""
+        return self.normalize(self.crop(frames))
+
+    def load_crop(self, src: VideoInput, name: str = "video") -> torch.Tensor:
+        """Decode or take the frames of one input -> uint8 (T, S, S, 3) (see :meth:`crop`)."""
+        if isinstance(src, FILE_TYPES):
+            return self.crop(read_video(src, num_frames=self.num_frames, backend=self.backend,
+                                        short_side=self.short_side))
+        return self.crop(as_frames(src, name))
 
     def load(self, src: VideoInput, name: str = "video") -> torch.Tensor:
-        """Decode or take the frames of one input -> float (T, 3, S, S)."""
-        if isinstance(src, FILE_TYPES):
-            return self(read_video(src, num_frames=self.num_frames, backend=self.backend,
-                                   short_side=self.short_side))
-        return self(as_frames(src, name))
+        """Decode or take the frames of one input -> normalised float (T, 3, S, S)."""
+        return self.normalize(self.load_crop(src, name))
 
     def display(self, video: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: float (T, 3, S, S) -> uint8 (T, S, S, 3) for pictures."""

@@ -28,6 +28,7 @@ Entries:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -44,8 +45,8 @@ from claver.weights.download import (
     openai_sha256,
 )
 
-__all__ = ["PRETRAINED", "PretrainedWeights", "fetch", "get_pretrained", "list_pretrained",
-           "load_pretrained"]
+__all__ = ["PRETRAINED", "PretrainedWeights", "default_model", "fetch", "get_pretrained",
+           "list_pretrained", "load_pretrained", "resolve_model"]
 
 _OPENAI_BLOB = "https://openaipublic.blob.core.windows.net/clip/models/"
 _OPENAI_CDN = "https://openaipublic.azureedge.net/clip/models/"
@@ -268,6 +269,56 @@ def load_pretrained(name: str | PretrainedWeights, *, cache_dir: str | Path | No
         pre = dataclasses.replace(pre, num_frames=model.config.num_frames)
     model.preprocess = pre
     return model.eval()
+
+
+# ------------------------------------------------------------- what ``model=...`` means
+
+def default_model() -> str:
+    """``$CLAVER_MODEL`` or ``openai-vit-b32`` (OpenAI CLIP ViT-B/32, frame-mean)."""
+    return os.environ.get("CLAVER_MODEL") or "openai-vit-b32"
+
+
+@functools.lru_cache(maxsize=2)
+def _load_named(name: str, allow_unverified: bool, cache_dir: str | None) -> Any:
+    return load_pretrained(name, allow_unverified=allow_unverified, cache_dir=cache_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_file(path: str, mtime_ns: int) -> Any:
+    from claver.models.factory import load_model
+
+    return load_model(path).eval()
+
+
+def resolve_model(model: Any = None, *, allow_unverified: bool = False,
+                  cache_dir: str | Path | None = None) -> Any:
+    """A model object from an object, named weights (``claver models list``) or a checkpoint
+    path; ``None``: :func:`default_model`. Loaded models are cached (the 2 most recent)."""
+    import torch
+
+    if model is None:
+        model = default_model()
+    if isinstance(model, torch.nn.Module):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a model object, a weight name or a checkpoint path, got "
+                        f"{type(model).__name__}")
+    name = str(model)
+    if name in PRETRAINED:
+        return _load_named(name, allow_unverified, None if cache_dir is None else str(cache_dir))
+    path = Path(name).expanduser()
+    if path.exists():
+        target = path / "model.safetensors" if path.is_dir() else path
+        mtime = target.stat().st_mtime_ns if target.exists() else 0
+        return _load_file(str(path.resolve()), mtime)
+    from claver.models.factory import list_models
+
+    if name in list_models():
+        raise ValueError(f"{name!r} is an architecture with random weights, useless for "
+                         f"prediction; use named weights ({', '.join(PRETRAINED)}), a checkpoint "
+                         f"path, or pass claver.create_model({name!r}, ...) yourself")
+    raise FileNotFoundError(f"model {name!r} is neither named weights ({', '.join(PRETRAINED)}; "
+                            "see `claver models list`) nor an existing checkpoint file")
 
 
 def cache_status(entry: PretrainedWeights, cache_dir: str | Path | None = None) -> str:

@@ -27,14 +27,11 @@ runs; the functions :func:`predict`, :func:`predict_windows`, :func:`encode_vide
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +50,7 @@ from claver.inputs import (
     text_rows,
     tokens_for,
 )
+from claver.pretrained import resolve_model
 from claver.prompts.rows import mean_row_probabilities
 
 __all__ = ["BACKGROUND", "DEFAULT_TEMPLATE", "Prediction", "Predictor", "Preprocess",
@@ -307,7 +305,7 @@ class Predictor:
                                                     Exception | None]:
         name = source_name(item, index)
         try:
-            return name, self.preprocess.load(item, name), None
+            return name, self.preprocess.load_crop(item, name), None  # uint8: no torch work
         except _INPUT_ERRORS as e:
             return name, None, e
 
@@ -357,7 +355,8 @@ class Predictor:
              ) -> list[tuple[str, torch.Tensor | None, str | None]]:
         def forward(batch: list) -> list[tuple[str, torch.Tensor | None, str | None]]:
             good = [v for _, v, e in batch if e is None]
-            values = iter(head(self._features(torch.stack(good))) if good else [])
+            clips = self.preprocess.normalize(torch.stack(good)) if good else None
+            values = iter(head(self._features(clips)) if good else [])
             return [(name, None if e else next(values), e) for name, _, e in batch]
 
         out: list = []
@@ -415,8 +414,8 @@ class Predictor:
                 wanted = sorted({j for idx in indices for j in idx})
                 frames = get(wanted)  # one forward pass over the chunk's frames
                 pos = {j: k for k, j in enumerate(wanted)}
-                batch = torch.stack([self.preprocess(frames[[pos[j] for j in idx]])
-                                     for idx in indices])
+                batch = self.preprocess.normalize(torch.stack(
+                    [self.preprocess.crop(frames[[pos[j] for j in idx]]) for idx in indices]))
                 probs.append(self.probs_from_features(self.video_features(batch)))
         finally:
             close()
@@ -479,59 +478,6 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="video", file=sys.stderr, leave=False, disable=None)
-
-
-# ---------------------------------------------------------------------------- model names
-
-def default_model() -> str:
-    """``$CLAVER_MODEL`` or ``openai-vit-b32`` (OpenAI CLIP ViT-B/32, frame-mean)."""
-    return os.environ.get("CLAVER_MODEL") or "openai-vit-b32"
-
-
-@functools.lru_cache(maxsize=2)
-def _load_named(name: str, allow_unverified: bool, cache_dir: str | None) -> torch.nn.Module:
-    from claver.pretrained import load_pretrained
-
-    return load_pretrained(name, allow_unverified=allow_unverified, cache_dir=cache_dir)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_file(path: str, mtime_ns: int) -> torch.nn.Module:
-    from claver.models.factory import load_model
-
-    return load_model(path).eval()
-
-
-def resolve_model(model: Any = None, *, allow_unverified: bool = False,
-                  cache_dir: str | Path | None = None) -> torch.nn.Module:
-    """A model object from an object, a named weight (``claver models list``) or a
-    checkpoint path; ``None``: :func:`default_model`. Loaded models are cached (2 most
-    recent)."""
-    if model is None:
-        model = default_model()
-    if isinstance(model, torch.nn.Module):
-        return model
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model must be a model object, a weight name or a checkpoint path, got "
-                        f"{type(model).__name__}")
-    from claver.pretrained import PRETRAINED
-
-    name = str(model)
-    if name in PRETRAINED:
-        return _load_named(name, allow_unverified, None if cache_dir is None else str(cache_dir))
-    path = Path(name).expanduser()
-    if path.exists():
-        target = path / "model.safetensors" if path.is_dir() else path
-        mtime = target.stat().st_mtime_ns if target.exists() else 0
-        return _load_file(str(path.resolve()), mtime)
-    from claver.models.factory import list_models
-
-    if name in list_models():
-        raise ValueError(f"{name!r} is an architecture with random weights, useless for "
-                         f"prediction; use named weights ({', '.join(PRETRAINED)}), a checkpoint "
-                         f"path, or pass claver.create_model({name!r}, ...) yourself")
-    raise FileNotFoundError(f"model {name!r} is neither named weights ({', '.join(PRETRAINED)}; "
-                            "see `claver models list`) nor an existing checkpoint file")
 
 
 def _predictor(model: Any, labels: Any, *, template: str | None, templates: Any,

@@ -77,14 +77,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_name(args: argparse.Namespace) -> str:
-    from claver.zeroshot import default_model
+    from claver.pretrained import default_model
 
     return args.model or default_model()
 
 
 def _predictor(args: argparse.Namespace, labels: list[str]) -> Any:
     from claver.inputs import Preprocess
-    from claver.zeroshot import Predictor, resolve_model
+    from claver.pretrained import resolve_model
+    from claver.zeroshot import Predictor
 
     model = resolve_model(_model_name(args), allow_unverified=args.allow_unverified)
     pre = Preprocess.for_model(model, num_frames=getattr(args, "num_frames", None),
