@@ -72,15 +72,18 @@ def check_motion(motion: str, shape: str, mask: np.ndarray) -> None:
     else:
         turns = orientation_turns(mask, {"square": 4, "triangle": 3}[shape])
         sign = 1 if motion == "cw" else -1
-        assert (sign * np.degrees(turns) > 8).all(), (motion, np.degrees(turns))
-        assert np.abs(dx).max() < 0.5 and np.abs(dy).max() < 0.5
+        assert (sign * np.degrees(turns) > 15).all(), (motion, np.degrees(turns))
+        assert np.abs(dx).max() < 0.5 and np.abs(dy).max() < 0.5  # in place
 
 
 # --------------------------------------------------------------------------- drawing
 
 
-@pytest.mark.parametrize("cls", [*sy.DEFAULT_CLASSES, *sy.DEFAULT_ZERO_SHOT],
-                             ids=lambda c: f"{c.shape}-{c.motion}")
+ROTATIONS = [sy.MotionClass(s, m) for s in ("square", "triangle") for m in ("cw", "ccw")]
+
+
+@pytest.mark.parametrize("cls", [*sy.DEFAULT_CLASSES, *sy.DEFAULT_ZERO_SHOT, *ROTATIONS],
+                         ids=lambda c: f"{c.shape}-{c.motion}")
 def test_motion_is_what_the_label_says(cls):
     for seed in range(3):
         clip = sy.render_clip(cls, np.random.default_rng(seed), frames=8, size=32)
@@ -197,7 +200,7 @@ def test_dataset_files_lists_and_videos(dataset):
     zs_names = read_labels(dataset["zero_shot_labels"])
     assert names == [c.name for c in sy.DEFAULT_CLASSES]
     assert zs_names == [c.name for c in sy.DEFAULT_ZERO_SHOT]
-    counts = {"train": 2 * 12, "val": 12, "zero_shot": 10}
+    counts = {"train": 2 * 12, "val": 12, "zero_shot": 6}
     for split, n in counts.items():
         entries = read_video_list(dataset[split], num_classes=len(
             zs_names if split == "zero_shot" else names))
@@ -306,4 +309,4 @@ def test_load_split_into_memory(dataset):
     assert videos.shape == (12, 8, 3, 32, 32) and videos.dtype == torch.uint8
     assert labels.tolist() == list(range(12))
     small, _ = sy.load_split(dataset, "zero_shot", num_frames=4, size=16, workers=2)
-    assert small.shape == (10, 4, 3, 16, 16)
+    assert small.shape == (6, 4, 3, 16, 16)

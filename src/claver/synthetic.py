@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 6
 SHAPES = ("square", "disc", "triangle")
 MOTIONS = ("left", "right", "up", "down", "cw", "ccw", "grow", "shrink")
 AXES = {"left": "horizontal", "right": "horizontal", "up": "vertical", "down": "vertical",
@@ -69,9 +69,9 @@ DESCRIPTIONS = {
            "the {shape} travels upwards across the picture."),
     "down": ("a {shape} slides from the top to the bottom.",
              "the {shape} travels downwards across the picture."),
-    "cw": ("a {shape} spins clockwise in place.",
+    "cw": ("a {shape} swings round clockwise.",
            "the {shape} turns like the hands of a clock."),
-    "ccw": ("a {shape} spins anticlockwise in place.",
+    "ccw": ("a {shape} swings round anticlockwise.",
             "the {shape} turns against the hands of a clock."),
     "grow": ("a {shape} gets bigger and bigger.",
              "the small {shape} expands until it is large."),
@@ -137,13 +137,15 @@ def _pairs(units: Iterable[tuple[str, tuple[str, str]]]) -> tuple[MotionClass, .
     return tuple(MotionClass(s, m) for s, pair in units for m in pair)
 
 
-_H, _V, _R, _S = ("left", "right"), ("up", "down"), ("cw", "ccw"), ("grow", "shrink")
-# Train/val: 12 classes, 6 direction pairs. Every shape and every motion appears here...
-DEFAULT_CLASSES = _pairs([("square", _H), ("square", _S), ("triangle", _V), ("triangle", _R),
-                          ("disc", _H), ("disc", _V)])
-# ...but these 10 (shape, motion) combinations only in the zero-shot split.
-DEFAULT_ZERO_SHOT = _pairs([("square", _V), ("square", _R), ("triangle", _H),
-                            ("triangle", _S), ("disc", _S)])
+_H, _V, _S = ("left", "right"), ("up", "down"), ("grow", "shrink")
+# A Latin square over shapes x {horizontal, vertical, scale}. Train/val: 12 classes, 6
+# direction pairs; every shape and every motion appears in them...
+DEFAULT_CLASSES = _pairs([("square", _H), ("square", _S), ("triangle", _H), ("triangle", _V),
+                          ("disc", _V), ("disc", _S)])
+# ...but these 6 (shape, motion) combinations only in the zero-shot split. Rotation
+# (cw/ccw) is available but not in the defaults: a tiny from-scratch CLAVER stays at chance
+# on its direction within the demo's budget (see DemoRecipe).
+DEFAULT_ZERO_SHOT = _pairs([("square", _V), ("triangle", _S), ("disc", _H)])
 
 
 def swap_table(classes: Sequence[ClassLike], pairs: Iterable[tuple[str, str]]) -> list[int]:
@@ -275,8 +277,9 @@ def _trajectory(motion: str, shape: str, rng: np.random.Generator, frames: int, 
 
     Anchored: translations sweep from near one edge to near the other (>= ~0.5 patch of a
     32-pixel, patch-8 model per frame at 8 frames), sizes go from small to large, rotations
-    turn 18-28 degrees per frame from an angle uniform over the shape's symmetry. Every
-    motion's time reversal has the same distribution as its partner.
+    spin the shape in place by 20-30 degrees per frame from an angle uniform over its
+    symmetry (angles grow clockwise on screen: image y points down). Every motion's time
+    reversal has the same distribution as its partner.
     """
     t = np.linspace(0.0, 1.0, frames)
     ones = np.ones(frames)
@@ -292,10 +295,10 @@ def _trajectory(motion: str, shape: str, rng: np.random.Generator, frames: int, 
             along = along[::-1]
         across = rng.uniform(0.28, 0.72) * size * ones
         cx, cy = (along, across) if AXES[motion] == "horizontal" else (across, along)
-    elif AXES[motion] == "rotation":
-        r = rng.uniform(0.24, 0.3) * size * ones
-        step = math.radians(rng.uniform(18.0, 28.0))
-        angle = angle + (1 if motion == "cw" else -1) * step * np.arange(frames)
+    elif AXES[motion] == "rotation":  # spinning in place
+        r = rng.uniform(0.22, 0.28) * size * ones
+        turn = (1 if motion == "cw" else -1) * math.radians(rng.uniform(20.0, 30.0))
+        angle = angle + turn * np.arange(frames)
     else:  # scale: geometric growth from small to large
         small, large = rng.uniform(0.08, 0.11) * size, rng.uniform(0.3, 0.36) * size
         r = small * (large / small) ** t
