@@ -7,9 +7,16 @@ import sys
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from claver.demo import run_demo
+    from dataclasses import replace
 
-    run_demo(args.model, args.frames, args.seed)
+    from claver.demo import DemoRecipe, quick_recipe, run_demo
+
+    recipe = quick_recipe() if args.quick else DemoRecipe()
+    changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
+                                 ("train_per_class", args.train_per_class)) if v is not None}
+    if any(v < 1 for k, v in changes.items() if k != "seed"):
+        raise ValueError(f"--steps and --train-per-class must be >= 1, got {changes}")
+    run_demo(replace(recipe, **changes), out_dir=args.out, data_dir=args.data, jobs=args.jobs)
     return 0
 
 
@@ -27,11 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="claver", description="Language-action video learning on CLIP (CLAVER, ActionCLIP)")
     parser.add_argument("--version", action="version", version=f"claver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build a model and classify a generated clip (CPU, "
-                                       "nothing to download)")
-    demo.add_argument("--model", default="claver-tiny", help="model name (claver models)")
-    demo.add_argument("--frames", type=int, default=8)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo", help="the embedded benchmark: train a tiny CLAVER and a meanP baseline on "
+                     "generated motion videos (CPU, nothing to download, a few minutes)")
+    demo.add_argument("--out", default="runs/demo",
+                      help="where models and results.json go (default runs/demo)")
+    demo.add_argument("--data", help="dataset folder (default $CLAVER_CACHE/demo/...; "
+                                     "generated once)")
+    demo.add_argument("--steps", type=int, help="training steps per model (default 1000)")
+    demo.add_argument("--train-per-class", type=int, help="training videos per class "
+                                                          "(default 100)")
+    demo.add_argument("--seed", type=int)
+    demo.add_argument("--jobs", type=int, help="models trained at once (default: 2 when the "
+                                               "machine has 2+ cores)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a few-second smoke run (20 steps, tiny dataset): not a benchmark")
     demo.set_defaults(func=_cmd_demo)
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command",
                                                                        required=True)

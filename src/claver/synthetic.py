@@ -21,7 +21,7 @@ training), so text can transfer. :func:`make_motion_dataset` writes the videos, 
 lists and label CSVs in claver's formats, the class descriptions and a manifest; it is
 deterministic for a seed and cached. :func:`augment` applies flips and time reversal with the
 labels swapped to match (:data:`HFLIP_PAIRS`, :data:`VFLIP_PAIRS`, :data:`REVERSE_PAIRS`).
-:class:`DemoRecipe` is the training recipe measured on this data.
+:class:`claver.demo.DemoRecipe` is the training recipe measured on this data.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ DEFAULT_CLASSES = _pairs([("square", _H), ("square", _S), ("triangle", _H), ("tr
                           ("disc", _V), ("disc", _S)])
 # ...but these 6 (shape, motion) combinations only in the zero-shot split. Rotation
 # (cw/ccw) is available but not in the defaults: a tiny from-scratch CLAVER stays at chance
-# on its direction within the demo's budget (see DemoRecipe).
+# on its direction within the demo's budget (see claver.demo.DemoRecipe).
 DEFAULT_ZERO_SHOT = _pairs([("square", _V), ("triangle", _S), ("disc", _H)])
 
 
