@@ -42,6 +42,7 @@ from claver.weights.download import (
     DownloadError,
     default_cache_dir,
     download,
+    download_unverified,
     openai_sha256,
 )
 
@@ -228,26 +229,12 @@ def _fetch_unverified(entry: PretrainedWeights, cache_dir: str | Path | None, of
 
 def _download_unverified(entry: PretrainedWeights, url: str, target: Path,
                          progress: bool) -> Path:
-    # The downloader's transfer loop (resume, retries, locking) without a known hash.
-    from claver.weights import download as dl
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    with dl._file_lock(target.with_name(target.name + ".lock")):
-        if target.is_file():
-            return target
-        digest = dl._transfer_with_retries(url, part, timeout=30, progress=progress,
-                                           retries=3).hexdigest()
-        if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{entry.name}: download of {url} is corrupt: sha256 {digest} "
-                                f"does not start with the published {entry.sha256_prefix}; "
-                                "the partial file was deleted, retry")
-        os.replace(part, target)
-        dl._write_sidecar(target, digest)
+    path, digest = download_unverified(url, sha256_prefix=entry.sha256_prefix,
+                                       cache_dir=target.parent, filename=target.name,
+                                       progress=progress)
     warnings.warn(f"{entry.name}: downloaded {url} without a published checksum; its sha256 is "
-                  f"{digest} (keep it to check copies of {target})", stacklevel=4)
-    return target
+                  f"{digest} (keep it to check copies of {path})", stacklevel=4)
+    return path
 
 
 def load_pretrained(name: str | PretrainedWeights, *, cache_dir: str | Path | None = None,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from claver import __version__
+from claver.images import write_png
 
 
 class MetricsLog:
@@ -54,23 +53,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
-
-
-def write_png(path: str | Path, rgb: torch.Tensor) -> Path:
-    """Write uint8 (H, W, 3) as a PNG (plain zlib, no imaging library needed)."""
-    path = Path(path)
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + bytes(rgb[y].contiguous().flatten().tolist()) for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-    return path
 
 
 def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:

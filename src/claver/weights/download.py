@@ -31,6 +31,7 @@ __all__ = [
     "OPENAI_CLIP_URLS",
     "default_cache_dir",
     "download",
+    "download_unverified",
     "openai_sha256",
     "sha256_file",
 ]
@@ -299,6 +300,53 @@ def download(
         _download_verified(url, target, part, expected, timeout=timeout, progress=progress,
                            retries=retries)
     return target
+
+
+def download_unverified(
+    url: str,
+    *,
+    sha256_prefix: str | None = None,
+    cache_dir: str | Path | None = None,
+    filename: str | None = None,
+    progress: bool = True,
+    timeout: float = 30,
+    retries: int = 3,
+) -> tuple[Path, str]:
+    """(path, sha256) of a file with no published checksum, downloading it if missing.
+
+    The same transfer as :func:`download` (resume, retries, lock, atomic rename), but the
+    content can only be checked against ``sha256_prefix`` (e.g. the 8 hex digits some
+    projects put in file names); callers decide whether unverified files are acceptable and
+    whether the network may be used. The computed sha256 is recorded in the sidecar.
+    """
+    target = _target_path(url, cache_dir, filename)
+    if target.is_file():
+        return target, _recorded_sha256(target) or sha256_file(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if target.is_file():  # another process finished it
+            return target, _recorded_sha256(target) or sha256_file(target)
+        digest = _transfer_with_retries(url, part, timeout=timeout, progress=progress,
+                                        retries=retries).hexdigest()
+        prefix = (sha256_prefix or "").lower()
+        if prefix and not digest.startswith(prefix):
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"Download of {url} is corrupt: sha256 {digest} does not start "
+                                f"with the published {prefix}; the partial file was deleted, "
+                                "retry")
+        os.replace(part, target)
+        _write_sidecar(target, digest)
+    return target, digest
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    try:
+        record = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return None
+    sha = str(record.get("sha256", "")).lower() if isinstance(record, dict) else ""
+    return sha if _known_verified(path, sha) else None
 
 
 def _transfer_with_retries(url: str, part: Path, *, timeout: float, progress: bool,
