@@ -141,3 +141,38 @@ def test_full_demo_meets_the_targets(tmp_path):
     correct = np.mean([p.label == classes[e.label].name for p, e in zip(preds, entries,
                                                                           strict=True)])
     assert correct >= 0.85, correct
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) while the two workers
+    train: a one-line message, exit code 130, and no worker left behind."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claver", "demo", "--quick", "--steps", "100000", "--jobs", "2",
+         "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = b""
+    try:
+        while b"loss=" not in seen:  # a worker is training once its bar shows a loss
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, seen[-2000:]  # EOF: the demo ended before training started
+            seen += chunk
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "claver demo: interrupted" in err
+    for _ in range(50):  # daemon workers are terminated when the parent exits
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("worker processes outlived the demo")

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"claver {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"claver {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
