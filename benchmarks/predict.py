@@ -1,7 +1,8 @@
 """End-to-end zero-shot prediction throughput: videos/s from files to label probabilities.
 
 Both sides classify the same h264 files (Kinetics-like: 340x256, 25 fps, x264 defaults)
-against the same label words with one template, T = 8 frames at segment centres, short side
+against the same label words (10 by default; ``--labels N`` for a larger vocabulary, e.g. 400
+as in zero-shot Kinetics-400) with one template, T = 8 frames at segment centres, short side
 224 and centre crop 224, a ViT-B/32 backbone with random weights, fp32, the same batch size
 and the same number of torch threads, in one process, measurements interleaved:
 
@@ -26,6 +27,7 @@ checked to give the same ids. ``--precision bf16`` adds rows with bf16 autocast 
 sides.
 
     .venv/bin/python benchmarks/predict.py            # 8 videos, 6 paired rounds
+    .venv/bin/python benchmarks/predict.py --labels 400 --streams 1   # Kinetics-sized label set
     .venv/bin/python benchmarks/predict.py --quick    # a smoke run with tiny models
 """
 
@@ -48,6 +50,22 @@ import torch
 
 LABELS = ["playing guitar", "riding a bike", "swimming", "cooking", "dancing", "juggling",
           "skateboarding", "reading a book", "brushing teeth", "walking the dog"]
+_VERBS = ("playing", "riding", "cleaning", "throwing", "catching", "carrying", "washing",
+          "painting", "climbing", "pushing", "pulling", "cutting", "folding", "kicking",
+          "lifting", "opening", "repairing", "shaking", "tying", "watering")
+_OBJECTS = ("a guitar", "a bike", "the dishes", "a ball", "a ladder", "a rope", "a window",
+            "a car", "a tree", "a box", "a door", "a bottle", "a fence", "a drum", "a kite",
+            "a shoe", "a table", "a boat", "a horse", "a plant")
+
+
+def label_set(n: int) -> list[str]:
+    """``n`` distinct label phrases: LABELS, then verb + object pairs (up to 409)."""
+    pool = list(dict.fromkeys(LABELS + [f"{v} {o}" for v in _VERBS for o in _OBJECTS]))
+    if not 1 <= n <= len(pool):
+        raise SystemExit(f"--labels must be in 1..{len(pool)}, got {n}")
+    return pool[:n]
+
+
 TEMPLATE = "a video of {}."
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -93,10 +111,10 @@ def hf_tokenizer(folder: Path) -> object:
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
 
 
-def check_tokenizers(tok: object) -> bool:
+def check_tokenizers(tok: object, labels: list[str]) -> bool:
     from claver.text.tokenizer import tokenize
 
-    texts = [TEMPLATE.format(c) for c in LABELS]
+    texts = [TEMPLATE.format(c) for c in labels]
     enc = tok(texts, padding=True)  # type: ignore[operator]
     ours = tokenize(texts)
     return all(ours[i, :sum(m)].tolist() == ids[:sum(m)]
@@ -139,7 +157,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
     frames, size = args.frames, 32 if tiny else 224
     suffix = "tiny" if tiny else "vit-b32"
     tok = hf_tokenizer(folder)
-    if not check_tokenizers(tok):
+    if not check_tokenizers(tok, args.label_set):
         raise SystemExit("tokenizer check failed: HF CLIPTokenizer ids differ from claver's")
     print("check  HF CLIPTokenizer on claver's vocabulary gives claver's ids: yes")
     sides: dict[str, tuple[Callable, ...]] = {}
@@ -153,7 +171,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
 
             def run(paths: list[Path], model=model, pre=pre, precision=precision,
                     streams=streams) -> None:
-                pred = Predictor(model, LABELS, templates=[TEMPLATE], preprocess=pre,
+                pred = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
                                  batch_size=args.batch_size, workers=args.workers,
                                  precision=precision, streams=streams)
                 pred.predict(paths)
@@ -161,7 +179,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
             def prep(path: Path, pre=pre) -> torch.Tensor:
                 return pre.load(path)
 
-            steady = Predictor(model, LABELS, templates=[TEMPLATE], preprocess=pre,
+            steady = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
                                precision=precision)
 
             def infer(batch: torch.Tensor, pred=steady) -> None:
@@ -195,7 +213,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
             size={"shortest_edge": size}, crop_size={"height": size, "width": size},
             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD),
         tokenizer=tok)
-    texts = [TEMPLATE.format(c) for c in LABELS]
+    texts = [TEMPLATE.format(c) for c in args.label_set]
 
     def hf_frames(path: Path) -> list[np.ndarray]:
         indices = segment_indices(frame_count(path), frames, train=False).tolist()
@@ -250,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
         paths = make_videos(folder, args.videos, args.seconds, (340, 256))
         print(f"videos {len(paths)} h264 mp4, 340x256, {args.seconds:g} s at 25 fps (x264 "
               f"defaults), encoded in {time.perf_counter() - t0:.1f}s")
-        print(f"setup  torch {torch.__version__}, {threads} thread(s), {len(LABELS)} labels, "
+        print(f"setup  torch {torch.__version__}, {threads} thread(s), "
+              f"{len(args.label_set)} labels, "
               f"T={args.frames}, batch {args.batch_size}, our decode workers {args.workers}, "
               f"{args.rounds} paired round(s)")
         sides = build_sides(args, folder)
@@ -305,8 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ours", default="actionclip,claver",
                    help="comma-separated: actionclip (meanP) and/or claver")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp32,bf16")
+    p.add_argument("--labels", type=int, default=len(LABELS),
+                   help="size of the label set (default 10; e.g. 400 for a Kinetics-sized "
+                        "zero-shot vocabulary: X-CLIP encodes it in every call, we once)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, 2 videos")
     args = p.parse_args(argv)
+    args.label_set = label_set(args.labels)
     args.ours = args.ours.split(",")
     args.precisions = args.precision.split(",")
     args.streams = [int(x) for x in args.streams.split(",")]

@@ -38,10 +38,11 @@ def test_train_step_benchmark_quick():
 
 
 def test_predict_benchmark_quick():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick",
+                          "--labels", "409"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "gives claver's ids: yes" in out.stdout  # both sides tokenize identically
+    assert " 409 labels," in out.stdout  # every generated label is distinct
     rows = {line[:36].strip(): line[36:].split() for line in out.stdout.splitlines()
             if line.startswith(("ours ", "HF X-CLIP "))}
     assert set(rows) == {"ours actionclip meanP tiny fp32", "ours claver tiny fp32",

@@ -228,3 +228,20 @@ def test_model_runs_in_low_precision(dtype):
         low = m.to(dtype)(v.to(dtype), claver.tokenize(["a", "b"]))
     assert low.dtype == dtype
     torch.testing.assert_close(low.float(), ref, atol=0.5, rtol=0.05)
+
+
+def test_text_features_do_not_depend_on_the_batch_padding_length():
+    """encode_text drops the padding after the longest text in the batch; a text's feature is
+    the same alone (a few positions) as next to a 77-token text (all positions)."""
+    torch.manual_seed(0)
+    model = claver.create_model("claver-tiny", num_frames=4).eval()
+    short = claver.tokenize(["a video of dancing", "juggling"])
+    full = claver.tokenize(["word " * 80], truncate=True)  # end-of-text at position 76
+    assert int(full.argmax()) == 76
+    with torch.no_grad():
+        alone = model.encode_text(short)
+        mixed = model.encode_text(torch.cat([short, full]))
+        one_by_one = torch.cat([model.encode_text(t[None]) for t in short])
+    torch.testing.assert_close(mixed[:2], alone, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(one_by_one, alone, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(mixed[2], alone[0])

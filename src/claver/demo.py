@@ -192,7 +192,7 @@ def train_contender(contender: Contender, data: dict[str, tuple[torch.Tensor, to
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         event: dict[str, Any] = {"step": step + 1, "loss": round(loss_avg, 4)}
         if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
-            val = metrics(score(model, *data["val"][:1], tokens), data["val"][1],
+            val = metrics(score(model, data["val"][0], tokens), data["val"][1],
                           classes["train"])
             event.update(val_top1=round(val["top1"], 4), val_pairs=round(val["pair_mean"], 4),
                          seconds=round(time.perf_counter() - start, 1))

@@ -220,9 +220,14 @@ class CLIP(nn.Module):
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Token ids (N, context_length) -> features (N, E) at the end-of-text token."""
         self.check_tokens(tokens)
-        x = self.token_embedding(tokens).to(self.dtype) + self.positional_embedding.to(self.dtype)
-        x = self.ln_final(self.transformer(x, is_causal=True))
         eot = tokens.argmax(dim=-1)  # the end-of-text id is the largest id in the vocabulary
+        # Attention is causal, so the feature at the end-of-text token depends only on the
+        # tokens before it: the padding after the longest text is dropped (same result, and
+        # e.g. ~8x less work for short label phrases than all 77 positions).
+        n = int(eot.max()) + 1 if len(tokens) else tokens.shape[1]
+        x = self.token_embedding(tokens[:, :n]).to(self.dtype)
+        x = x + self.positional_embedding[:n].to(self.dtype)
+        x = self.ln_final(self.transformer(x, is_causal=True))
         x = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
