@@ -123,6 +123,18 @@ def test_bad_cli_values_are_one_line_errors(capsys):
     assert "--steps" in capsys.readouterr().err
 
 
+def test_data_folder_that_is_not_a_dataset_is_refused(tmp_path, capsys):
+    from claver.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--data", str(tmp_path / "mine"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "claver demo: error:" in err and str(tmp_path / "mine") in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"  # nothing deleted
+
+
 @pytest.mark.slow
 def test_full_demo_meets_the_targets(tmp_path):
     """The default recipe: CLAVER >= 90 % on val, meanP ~ chance inside direction pairs; and

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # OSError: missing, exists, permission
         print(f"claver {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
