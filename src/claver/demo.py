@@ -14,13 +14,16 @@ more cores. Models, curves and results are written to the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue as queue_mod
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -225,6 +228,7 @@ def _save(model: torch.nn.Module, record: dict, out_dir: Path, contender: Conten
 def _worker(index: int, contender: Contender, data: dict, classes: dict, recipe: DemoRecipe,
             out_dir: str, threads: int, events: Any) -> None:
     """Process entry point: train one contender, send progress and the record to ``events``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
         torch.set_num_threads(threads)
         model, record = train_contender(contender, data, classes, recipe,
@@ -267,49 +271,94 @@ def _train_all(contenders: Sequence[Contender], data: dict, classes: dict,
                recipe: DemoRecipe, out_dir: Path, jobs: int) -> list[dict]:
     """Train every contender, ``jobs`` at a time in worker processes (1: in this process)."""
     bars = _bars(contenders, recipe.steps)
-    records: list[dict | None] = [None] * len(contenders)
-    running: dict[int, Any] = {}  # contender index -> worker process
     try:
-        if jobs <= 1:
-            for i, c in enumerate(contenders):
-                model, records[i] = train_contender(c, data, classes, recipe,
-                                                    lambda e, b=bars[i]: _show(b, e))
-                _save(model, records[i], out_dir, c)
-            return records  # type: ignore[return-value]
-        import torch.multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        events = ctx.Queue()
-        threads = max(1, _cores() // jobs)
-        pending = list(range(len(contenders)))
-        while pending or running:
-            while pending and len(running) < jobs:
-                i = pending.pop(0)
-                running[i] = ctx.Process(target=_worker, daemon=True, args=(
-                    i, contenders[i], data, classes, recipe, str(out_dir), threads, events))
-                running[i].start()
-            try:
-                kind, i, payload = events.get(timeout=1.0)
-            except queue_mod.Empty:
-                for i, proc in running.items():
-                    if not proc.is_alive():
-                        raise RuntimeError(
-                            f"the {contenders[i].label} worker died (exit code "
-                            f"{proc.exitcode}); run with --jobs 1 to see why") from None
-                continue
-            if kind == "progress":
-                _show(bars[i], payload)
-            elif kind == "error":
-                raise RuntimeError(f"training {contenders[i].label} failed:\n{payload}")
-            else:
-                records[i] = payload
-                running.pop(i).join()
-        return records  # type: ignore[return-value]
+        if jobs > 1:
+            return _train_in_workers(contenders, data, classes, recipe, out_dir, jobs, bars)
+        records = []
+        for c, bar in zip(contenders, bars, strict=True):
+            model, record = train_contender(c, data, classes, recipe,
+                                            lambda e, b=bar: _show(b, e))
+            _save(model, record, out_dir, c)
+            records.append(record)
+        return records
     finally:
         for bar in bars:
             bar.close()
-        for proc in running.values():
-            proc.terminate()
+
+
+@contextlib.contextmanager
+def _sigint_as_flag() -> Iterator[Callable[[], bool]]:
+    """Within the block Ctrl-C only sets a flag, which the caller checks at safe points,
+    instead of raising anywhere (e.g. inside a lock that closing the progress bars needs).
+    Yields a function telling whether Ctrl-C was pressed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(1))
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_ignoring_sigint(proc: Any) -> None:
+    """Start a spawn process with SIGINT ignored (inherited through exec), so that a
+    terminal's Ctrl-C, which reaches the whole process group, is handled by the parent
+    alone, which then stops the workers."""
+    if threading.current_thread() is not threading.main_thread():
+        proc.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_in_workers(contenders: Sequence[Contender], data: dict, classes: dict,
+                      recipe: DemoRecipe, out_dir: Path, jobs: int, bars: list) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    threads = max(1, _cores() // jobs)
+    records: list[dict | None] = [None] * len(contenders)
+    pending = list(range(len(contenders)))
+    running: dict[int, Any] = {}  # contender index -> worker process
+    with _sigint_as_flag() as interrupted:
+        try:
+            while pending or running:
+                while pending and len(running) < jobs:
+                    i = pending.pop(0)
+                    running[i] = ctx.Process(target=_worker, daemon=True, args=(
+                        i, contenders[i], data, classes, recipe, str(out_dir), threads, events))
+                    _start_ignoring_sigint(running[i])
+                try:
+                    kind, i, payload = events.get(timeout=0.5)
+                except queue_mod.Empty:
+                    kind = None
+                if interrupted():
+                    raise KeyboardInterrupt
+                if kind is None:
+                    for i, proc in running.items():
+                        if not proc.is_alive():
+                            raise RuntimeError(
+                                f"the {contenders[i].label} worker died (exit code "
+                                f"{proc.exitcode}); run with --jobs 1 to see why")
+                elif kind == "progress":
+                    _show(bars[i], payload)
+                elif kind == "error":
+                    raise RuntimeError(f"training {contenders[i].label} failed:\n{payload}")
+                else:
+                    records[i] = payload
+                    running.pop(i).join()
+            return records  # type: ignore[return-value]
+        finally:
+            for proc in running.values():
+                proc.terminate()
+            for proc in running.values():
+                proc.join(timeout=10)
 
 
 def _pct(x: float) -> str:
