@@ -42,11 +42,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from sample_videos import make_videos  # benchmarks/ is on sys.path when run as a script
 
 LABELS = ["playing guitar", "riding a bike", "swimming", "cooking", "dancing", "juggling",
           "skateboarding", "reading a book", "brushing teeth", "walking the dog"]
@@ -68,35 +69,6 @@ def label_set(n: int) -> list[str]:
 
 TEMPLATE = "a video of {}."
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def make_videos(folder: Path, count: int, seconds: float, size: tuple[int, int],
-                fps: int = 25) -> list[Path]:
-    """h264 mp4 files of moving textured content, x264 default settings."""
-    import av
-
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(count):
-        path = folder / f"video_{k}.mp4"
-        with av.open(str(path), "w") as out:
-            stream = out.add_stream("h264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.codec_context.time_base = Fraction(1, fps)
-            phase = rng.uniform(0, 6.28, 3)
-            for t in range(int(seconds * fps)):
-                img = np.stack([127 + 100 * np.sin(xx / (9 + c * 3) + yy / 17 + t * 0.15
-                                                   + phase[c]) for c in range(3)], -1)
-                img[(yy - 40 - 2 * t) % h < 30, :] = (50 * k) % 255
-                frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
-        paths.append(path)
-    return paths
 
 
 def hf_tokenizer(folder: Path) -> object:

@@ -58,3 +58,16 @@ def oracle_tokenizer(clip_oracle_dir: Path):
 def oracle_clip_model(clip_oracle_dir: Path) -> ModuleType:
     """OpenAI's model.py (CLIP, VisionTransformer, build_model)."""
     return load_module_from_path("_oracle_clip_model", clip_oracle_dir / "model.py")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: they gain nothing from more, and on
+    a busy 2-core machine OpenMP threads spin-waiting for each other make every op many times
+    slower. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,12 +34,7 @@ PIL = pytest.importorskip("PIL.Image")
 CELLS = [(0, 0), (1, 2), (3, 1), (2, 3)]  # (row, col) of the square's patch in frames 0..3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def rigged(name: str = "claver-tiny") -> torch.nn.Module:

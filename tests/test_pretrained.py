@@ -34,12 +34,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setattr("claver.weights.download._sleep", lambda s: None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spin-waits hurt on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class _Quiet(SimpleHTTPRequestHandler):

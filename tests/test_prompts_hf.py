@@ -43,13 +43,7 @@ def tiny_model(vocab_size: int):
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 32-wide model gains nothing from threads; on a busy 2-core machine they cost ~30x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ import torch
 
 from claver import synthetic as sy
 
+_CLI_FIELDS = ("steps", "train_per_class")  # DemoRecipe fields with a `claver demo` flag
+
 
 @dataclass(frozen=True)
 class DemoRecipe:
@@ -62,6 +64,13 @@ class DemoRecipe:
     zero_shot_per_class: int = 30
     eval_every: int = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "frames", "train_per_class", "val_per_class",
+                     "zero_shot_per_class", "eval_every"):
+            if getattr(self, name) < 1:
+                flag = f" (--{name.replace('_', '-')})" if name in _CLI_FIELDS else ""
+                raise ValueError(f"{name}{flag} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -115,10 +124,9 @@ def build_model(contender: Contender, recipe: DemoRecipe) -> torch.nn.Module:
 
 def text_tokens(classes: Sequence[sy.ClassLike]) -> torch.Tensor:
     """Tokenised text rows (A, C, 77): templates on the class names, then descriptions."""
-    import claver
+    from claver.prompts.rows import tokenize_text_rows
 
-    rows = sy.text_rows(classes)
-    return claver.tokenize([t for row in rows for t in row]).view(len(rows), len(classes), -1)
+    return tokenize_text_rows(sy.text_rows(classes))
 
 
 def _normalised(model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from claver.data.dataset import LoadReport
 from claver.engine.distributed import all_gather_objects
+from claver.prompts.rows import mean_row_probabilities
 
 
 @dataclass
@@ -60,7 +61,7 @@ def video_scores(model: Any, video: torch.Tensor, text_feats: torch.Tensor) -> t
     flat = video.flatten(0, 1) if video.dim() == 6 else video
     v = model.encode_video(flat).float()  # (B*V, E)
     logits = model.logit_scale.exp().float() * torch.einsum("ne,rce->nrc", v, text_feats)
-    probs = logits.softmax(-1).mean(1)  # average over text rows
+    probs = mean_row_probabilities(logits)
     return probs.view(-1, views, probs.shape[-1]).sum(1)
 
 

@@ -14,8 +14,7 @@ Names are imported lazily (``transformers`` and ``torch`` only load when used).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from claver.lazy import lazy_attributes
 
 _LAZY = {
     "generate_descriptions": "claver.prompts.generate",
@@ -46,15 +45,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'claver.prompts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

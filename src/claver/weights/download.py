@@ -111,19 +111,23 @@ def _write_sidecar(path: Path, sha256: str) -> None:
     os.replace(tmp, side)
 
 
-def _known_verified(path: Path, sha256: str) -> bool:
-    """Whether the sidecar vouches for ``path`` having ``sha256`` (same size and mtime)."""
+def _sidecar_sha256(path: Path) -> str | None:
+    """The sha256 the sidecar records for ``path``, if it still describes the file (same size
+    and mtime)."""
     try:
         record = json.loads(_sidecar(path).read_text())
         st = path.stat()
     except (OSError, ValueError):
-        return False
-    return (
-        isinstance(record, dict)
-        and str(record.get("sha256", "")).lower() == sha256
-        and record.get("size") == st.st_size
-        and record.get("mtime_ns") == st.st_mtime_ns
-    )
+        return None
+    if (not isinstance(record, dict) or record.get("size") != st.st_size
+            or record.get("mtime_ns") != st.st_mtime_ns):
+        return None
+    return str(record.get("sha256", "")).lower() or None
+
+
+def _known_verified(path: Path, sha256: str) -> bool:
+    """Whether the sidecar vouches for ``path`` having ``sha256`` (same size and mtime)."""
+    return _sidecar_sha256(path) == sha256
 
 
 def _verify_existing(path: Path, sha256: str) -> tuple[bool, str | None]:
@@ -321,12 +325,12 @@ def download_unverified(
     """
     target = _target_path(url, cache_dir, filename)
     if target.is_file():
-        return target, _recorded_sha256(target) or sha256_file(target)
+        return target, _sidecar_sha256(target) or sha256_file(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     with _file_lock(target.with_name(target.name + ".lock")):
         if target.is_file():  # another process finished it
-            return target, _recorded_sha256(target) or sha256_file(target)
+            return target, _sidecar_sha256(target) or sha256_file(target)
         digest = _transfer_with_retries(url, part, timeout=timeout, progress=progress,
                                         retries=retries).hexdigest()
         prefix = (sha256_prefix or "").lower()
@@ -338,15 +342,6 @@ def download_unverified(
         os.replace(part, target)
         _write_sidecar(target, digest)
     return target, digest
-
-
-def _recorded_sha256(path: Path) -> str | None:
-    try:
-        record = json.loads(_sidecar(path).read_text())
-    except (OSError, ValueError):
-        return None
-    sha = str(record.get("sha256", "")).lower() if isinstance(record, dict) else ""
-    return sha if _known_verified(path, sha) else None
 
 
 def _transfer_with_retries(url: str, part: Path, *, timeout: float, progress: bool,
