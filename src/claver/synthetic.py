@@ -637,17 +637,13 @@ def load_split(paths: dict[str, Path], split: str, *, num_frames: int | None = N
     workers = _default_workers(workers)
     chunk = max(1, min(128, len(files) // (4 * workers) or 1))
     chunks = [(files[i : i + chunk], num_frames) for i in range(0, len(files), chunk)]
-    parts: list[np.ndarray] = []
-    results: dict[int, np.ndarray] = {}
     if workers <= 1 or len(chunks) <= 1:
         parts = [_decode_chunk(c) for c in chunks]
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            for i, arr in enumerate(pool.map(_decode_chunk, chunks)):
-                results[i] = arr
-        parts = [results[i] for i in range(len(chunks))]
+            parts = list(pool.map(_decode_chunk, chunks))  # in order
     video = torch.from_numpy(np.concatenate(parts)).permute(0, 1, 4, 2, 3).contiguous()
     if size is not None:
         video = resize(video, size)
