@@ -251,7 +251,7 @@ def test_one_container_per_reader(vids, name, monkeypatch):
     opened = []
     real_open = pyav_backend._open_video
     monkeypatch.setattr(pyav_backend, "_open_video",
-                        lambda src: opened.append(src) or real_open(src))
+                        lambda src, limits: opened.append(src) or real_open(src, limits))
     with VideoReader(vids[name]) as r:
         for indices in ([50, 3], [2], [99, 0], [1]):
             assert frame_indices(r.get_frames(indices)) == indices
@@ -337,7 +337,9 @@ def test_a_frame_skipping_cannot_place_is_decoded_again_without_skipping(vids):
     # are being dropped; the reader turns skipping off and decodes again, still exact
     with VideoReader(vids["h264-long"]) as r:
         impl = r._impl
-        del impl._index_of[impl._pts[40]]
+        real_position = impl._position
+        forgotten = int(impl._pts[40])
+        impl._position = lambda pts: None if pts == forgotten else real_position(pts)
         assert frame_indices(r.get_frames([30, 45, 60])) == [30, 45, 60]
         assert not impl._skip
         assert frame_indices(r.get_frames([41, 39])) == [41, 39]
@@ -541,10 +543,10 @@ def test_missing_backend_names_the_install_command(vids, monkeypatch):
 
 FALLBACKS = [  # (backend, video, reason): files an optional backend gets wrong
     ("decord", "rot90", "rotated"), ("decord", "mpeg4-bframes", "timestamps"),
-    ("decord", "raw", "decord2 failed"),
+    ("decord", "raw", "packets without timestamps"),
     ("decord", "cut-mpeg4", "counts 31 frames where the stream holds 30"),
     ("torchcodec", "mpeg4-bframes", "AVI files with B-frames"),
-    ("torchcodec", "raw", "torchcodec failed"),
+    ("torchcodec", "raw", "packets without timestamps"),
     ("torchcodec", "cut-mpeg4", "counts 31 frames where the stream holds 30"),
 ]
 

@@ -64,8 +64,11 @@ from claver.data.optional_backends import (
 )
 from claver.data.pyav_backend import _PyAVBackend, _scaled_size
 from claver.data.sampling import segment_indices
-from claver.data.video_source import BACKENDS, VideoInfo, VideoSource, _Source
+from claver.data.video_source import BACKENDS, DecodeLimits, VideoInfo, VideoSource, _Source
 from claver.data.video_source import VideoDecodeError as VideoDecodeError  # re-exported
+
+__all__ = ["BackendUnavailableError", "DecodeLimits", "VideoDecodeError", "VideoInfo",
+           "VideoReader", "VideoSource", "available_backends", "probe_video", "read_video"]
 
 
 def available_backends() -> list[str]:
@@ -89,12 +92,14 @@ class VideoReader:
 
     ``src`` is a path, ``bytes`` or a seekable binary file object (read from position 0 to
     its end). ``backend`` is ``"pyav"``, ``"decord"`` or ``"torchcodec"``; ``short_side``
-    scales frames so their shorter side has that many pixels. Opening checks the file and
-    raises ``VideoDecodeError`` (missing, empty, corrupt, audio-only, ...).
+    scales frames so their shorter side has that many pixels; ``limits`` bounds frame size,
+    time per call and packet count (``DecodeLimits()`` by default). Opening checks the file
+    and raises ``VideoDecodeError`` (missing, empty, corrupt, audio-only, too large, not a
+    media container, ...).
     """
 
     def __init__(self, src: VideoSource, backend: str = "pyav", *,
-                 short_side: int | None = None) -> None:
+                 short_side: int | None = None, limits: DecodeLimits | None = None) -> None:
         if backend not in _BACKEND_CLASSES:
             raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
         if short_side is not None and short_side < 1:
@@ -102,18 +107,21 @@ class VideoReader:
         self.requested_backend = backend
         self.fallback_reason: str | None = None
         self._short_side = short_side
+        self._limits = limits or DecodeLimits()
         if backend != "pyav":
             _backend_module(backend)  # BackendUnavailableError before anything else
         self._source = _Source(src)
         try:
-            self._impl: Any = _BACKEND_CLASSES[backend](self._source, short_side)
+            self._impl: Any = _BACKEND_CLASSES[backend](self._source, short_side,
+                                                        limits=self._limits)
         except _Unsupported as exc:
             self._fall_back(exc)
 
     def _fall_back(self, exc: _Unsupported) -> None:
         if hasattr(self, "_impl"):
             self._impl.close()  # a closed PyAV probe reopens itself when used
-        self._impl = exc.fallback or _PyAVBackend(self._source, self._short_side)
+        self._impl = exc.fallback or _PyAVBackend(self._source, self._short_side,
+                                                   limits=self._limits)
         self.fallback_reason = str(exc)
         warnings.warn(f"{self._source.name}: {exc}; decoding it with pyav instead",
                       RuntimeWarning, stacklevel=3)
@@ -134,6 +142,13 @@ class VideoReader:
         them). decord/torchcodec: ``decoded`` counts frames returned; they report no seeks
         and no skipping."""
         return self._impl.stats
+
+    @property
+    def placement(self) -> str:
+        """How frames are placed: ``"timestamps"`` (proven consistent: seeks and skipping
+        allowed) or ``"count"`` (counting decoder output from frame 0)."""
+        impl = getattr(self._impl, "probe", self._impl)
+        return impl.placement
 
     def __len__(self) -> int:
         return self.info.num_frames
@@ -171,7 +186,8 @@ class VideoReader:
 
 def read_video(src: VideoSource, num_frames: int | None = None,
                indices: Sequence[int] | None = None, backend: str = "pyav",
-               short_side: int | None = None) -> torch.Tensor:
+               short_side: int | None = None,
+               limits: DecodeLimits | None = None) -> torch.Tensor:
     """Decode a video to uint8 (T, H, W, 3).
 
     ``num_frames``: T frames at the centres of T equal segments (TSN test sampling; short
@@ -181,7 +197,7 @@ def read_video(src: VideoSource, num_frames: int | None = None,
         raise ValueError("pass num_frames or indices, not both")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    with VideoReader(src, backend, short_side=short_side) as reader:
+    with VideoReader(src, backend, short_side=short_side, limits=limits) as reader:
         n = reader.info.num_frames
         if indices is None:
             indices = (range(n) if num_frames is None
@@ -189,7 +205,8 @@ def read_video(src: VideoSource, num_frames: int | None = None,
         return reader.get_frames(indices)
 
 
-def probe_video(src: VideoSource, backend: str = "pyav") -> VideoInfo:
+def probe_video(src: VideoSource, backend: str = "pyav",
+                limits: DecodeLimits | None = None) -> VideoInfo:
     """Metadata of a video (exact frame count, fps, duration, upright size, codec, rotation)."""
-    with VideoReader(src, backend) as reader:
+    with VideoReader(src, backend, limits=limits) as reader:
         return reader.info

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from claver.data.pyav_backend import _PyAVBackend, _resize_short_side
-from claver.data.video_source import BACKENDS, _Source
+from claver.data.video_source import BACKENDS, DecodeLimits, _Source
 
 _INSTALL_HINTS = {
     "decord": 'pip install "claver[decord]"',
@@ -52,18 +52,29 @@ def _short_error(exc: Exception) -> str:
     return str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
 
 
+def _check_timestamps(probe: _PyAVBackend, name: str) -> None:
+    """Both optional backends seek by timestamp: files whose timestamps do not give the
+    frame order go to PyAV, which counts frames instead."""
+    if probe.placement != "timestamps":
+        raise _Unsupported(f"{name} places frames by timestamps, and this file's timestamps "
+                           f"are not in display order ({probe.placement_reason})", probe)
+
+
 class _DecordBackend:
     """decord2 ``VideoReader.get_batch``, checked against the PyAV packet scan."""
 
     name = "decord"
 
-    def __init__(self, source: _Source, short_side: int | None) -> None:
+    def __init__(self, source: _Source, short_side: int | None,
+                 limits: DecodeLimits | None = None) -> None:
         decord = _backend_module("decord")
         self._short_side = short_side
         self.stats = {"seeks": 0, "decoded": 0, "skipped": 0}
         # exact count and rotation from the packet scan (closed again: decord reads the file)
-        self.probe = _PyAVBackend(source, short_side, keep_open=False)
+        self.probe = _PyAVBackend(source, short_side, keep_open=False, limits=limits)
+        self.placement = self.probe.placement
         self.info = self.probe.info
+        _check_timestamps(self.probe, "decord2")
         if self.info.rotation in (90, 270):
             raise _Unsupported("decord2 cannot decode 90/270-degree rotated videos", self.probe)
         try:
@@ -99,12 +110,15 @@ class _TorchCodecBackend:
 
     name = "torchcodec"
 
-    def __init__(self, source: _Source, short_side: int | None) -> None:
+    def __init__(self, source: _Source, short_side: int | None,
+                 limits: DecodeLimits | None = None) -> None:
         decoders = _backend_module("torchcodec")
         self._short_side = short_side
         self.stats = {"seeks": 0, "decoded": 0, "skipped": 0}
-        self.probe = _PyAVBackend(source, short_side, keep_open=False)
+        self.probe = _PyAVBackend(source, short_side, keep_open=False, limits=limits)
+        self.placement = self.probe.placement
         self.info = self.probe.info
+        _check_timestamps(self.probe, "torchcodec")
         if "avi" in self.probe.format_name.split(",") and self.probe.reordered:
             raise _Unsupported("torchcodec returns wrong frames after seeks in AVI files with "
                                "B-frames", self.probe)

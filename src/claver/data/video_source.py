@@ -34,6 +34,29 @@ class VideoInfo:
     frame_count_exact: bool = True
 
 
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds on what one video may cost, whatever the file claims.
+
+    ``max_pixels``: frames larger than this (width x height, native size) are refused before
+    decoding (default 8K UHD, 7680 x 4320). ``timeout``: seconds one reader may spend opening,
+    scanning and decoding (None: no limit); FFmpeg's own reads are interrupted when it passes.
+    ``max_packets``: packets one video stream may hold (a file of millions of tiny packets
+    is refused rather than indexed)."""
+
+    max_pixels: int = 7680 * 4320
+    timeout: float | None = 120.0
+    max_packets: int = 5_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {self.timeout}")
+        if self.max_packets < 1:
+            raise ValueError(f"max_packets must be >= 1, got {self.max_packets}")
+
+
 class VideoDecodeError(ValueError):
     """A video cannot be read. ``source`` names the file, ``reason`` says why, ``hint`` how
     to fix it; the message holds all three."""
