@@ -333,6 +333,7 @@ class _PyAVBackend:
                     first, tries = _first_frame(stream, packet), tries - 1
         except (av.FFmpegError, OSError) as exc:  # truncated or corrupt container
             self._error = exc
+            self._check_clock()  # (or FFmpeg's reads interrupted by the time limit)
         ctx = stream.codec_context
         codec, width, height = ctx.name, ctx.width, ctx.height
         self.format_name = container.format.name
@@ -544,6 +545,7 @@ class _PyAVBackend:
         if frame is None and self.placement == "timestamps":
             raise _Inconsistent(f"frame {target} did not come out where its timestamp says")
         if frame is None:
+            self._check_clock()  # FFmpeg's reads interrupted by the time limit: say so
             detail = f"; FFmpeg said: {self._error}" if self._error else ""
             raise self.source.error(f"corrupt or truncated stream: frame {target} of "
                                     f"{self.info.num_frames} could not be decoded{detail}")
@@ -581,6 +583,7 @@ class _PyAVBackend:
                 self._count_from_now_on(str(exc))
                 self._fill(out, slots)
         except (av.FFmpegError, OSError) as exc:
+            self._check_clock()
             raise self.source.error(f"corrupt or truncated stream ({exc})") from exc
         return out
 
