@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from claver.data import sources as sources_mod
+from claver.data import tar_source as sources_mod
 from claver.data.annotations import (
     AnnotationError,
     VideoEntry,
