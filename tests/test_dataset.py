@@ -236,3 +236,134 @@ def test_videos_shorter_than_the_clip_repeat_frames(tmp_path):
     lst.write_text("short.mp4 0\n")
     ds = VideoDataset(FolderSource(tmp_path, lst), FrameSampler(8), keep_frames, train=False)
     assert frame_indices(ds[0]["video"]) == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+# ----------------------------------------------------------------------------- engine side:
+# reduced-size decoding, decode limits and the loader timeout, as a run config sets them
+
+
+def engine_config(root, labels, good, *opts):
+    from claver.engine.config import load_config
+
+    return load_config(None, [f"DATA.ROOT={root}", f"DATA.TRAIN_FILE={good}",
+                              f"DATA.VAL_FILE={good}", f"DATA.LABEL_LIST={labels}",
+                              "DATA.NUM_FRAMES=4", "DATA.INPUT_SIZE=32", *opts])
+
+
+class RecordInput:
+    """Wraps a transform and records the shape of every video handed to it."""
+
+    def __init__(self, transform):
+        self.transform, self.shapes = transform, []
+
+    def __call__(self, video, generator=None):
+        self.shapes.append(tuple(video.shape))
+        return self.transform(video, generator)
+
+
+@pytest.mark.parametrize("crops,clips", [(1, 1), (3, 2)])
+def test_engine_datasets_decode_at_the_short_side_the_transform_resizes_to(data, crops, clips):
+    from claver.data.transforms import short_side_size
+    from claver.engine import data as engine_data
+
+    root, labels, good, _ = data
+    cfg = engine_config(root, labels, good, f"TEST.NUM_CROPS={crops}", f"TEST.NUM_CLIPS={clips}")
+    for ds, short in ((engine_data.train_dataset(cfg, 3), 256 * 32 // 224),
+                      (engine_data.eval_dataset(cfg, 3), 32)):
+        assert ds.short_side == short == engine_data.decode_short_side(ds.transform)
+        ds.transform = RecordInput(ds.transform)
+        video = ds[0]["video"]
+        assert ds.transform.shapes, "the transform was not called"
+        for t, h, w, c in ds.transform.shapes:  # 64x48 videos decoded with that short side
+            assert (t, min(h, w), c) == (4, short, 3)
+            assert short_side_size(h, w, short) == (h, w)  # so the transform's resize is a no-op
+        if not ds.train:
+            assert video.shape == ((clips * crops, 4, 3, 32, 32) if clips * crops > 1
+                                   else (4, 3, 32, 32))
+
+
+def test_reduced_size_decoding_matches_resizing_after_decoding(data):
+    """Decoding at the short side (swscale) gives what the transform's own resize gave."""
+    from claver.engine import data as engine_data
+
+    root, labels, good, _ = data
+    cfg = engine_config(root, labels, good)
+    reduced = engine_data.eval_dataset(cfg, 3)
+    native = engine_data.eval_dataset(cfg, 3)
+    native.short_side = None
+    for i in range(len(GOOD)):
+        a, b = reduced[i]["video"], native[i]["video"]
+        assert a.shape == b.shape
+        assert (a - b).abs().mean() < 0.05  # normalised units (std 0.23): ~3/255 on average
+
+
+def test_decode_limits_reach_the_reader(data):
+    from claver.data.video_source import DecodeLimits
+    from claver.engine import data as engine_data
+
+    root, labels, good, _ = data
+    cfg = engine_config(root, labels, good, "DATA.MAX_PIXELS=1000", "DATA.DECODE_TIMEOUT=0",
+                        "DATA.MAX_PACKETS=50", "DATA.ON_ERROR=raise")
+    ds = engine_data.train_dataset(cfg, 3)
+    assert ds.limits == DecodeLimits(max_pixels=1000, timeout=None, max_packets=50)
+    with pytest.raises(VideoLoadError, match="1,000 pixels"):  # 64x48 frames are too large
+        ds[0]
+    defaults = engine_data.eval_dataset(engine_config(root, labels, good), 3)
+    assert defaults.limits == DecodeLimits()  # config defaults are the reader's defaults
+
+
+@pytest.mark.parametrize("key,value", [
+    ("DATA.MAX_PIXELS", "0"), ("DATA.MAX_PACKETS", "-3"), ("DATA.DECODE_TIMEOUT", "-1"),
+    ("DATA.LOADER_TIMEOUT", "-5"), ("DATA.LOADER_TIMEOUT", ".nan"),
+    ("DATA.DECODE_TIMEOUT", ".inf"),
+])
+def test_limit_keys_are_validated(key, value):
+    from claver.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=rf"{key} must be a finite number >= \d .* e\.g\. {key}="):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_loader_timeout_is_configured(data):
+    from claver.data.dataset import loader_with_sampler
+    from claver.engine import data as engine_data
+    from claver.engine.config import ConfigError
+
+    root, labels, good, _ = data
+    cfg = engine_config(root, labels, good, "DATA.NUM_WORKERS=1", "DATA.LOADER_TIMEOUT=321")
+    train, evals = engine_data.train_dataset(cfg, 3), engine_data.eval_dataset(cfg, 3)
+    loader = engine_data.train_loader(cfg, train)
+    assert loader.timeout == 321 and loader.timeout_setting == "DATA.LOADER_TIMEOUT"
+    again = loader_with_sampler(loader, EvalShardSampler(len(train)))  # the engine's resume
+    assert (again.timeout, again.timeout_setting, again.num_workers) == (
+        321, "DATA.LOADER_TIMEOUT", 1)
+    assert engine_data.eval_loader(cfg, evals).timeout == 321
+    cfg.DATA.NUM_WORKERS = 0  # no workers: nothing to time out
+    assert engine_data.train_loader(cfg, train).timeout == 0
+    cfg.DATA.NUM_WORKERS, cfg.DATA.LOADER_TIMEOUT = 2, 60.0  # below DATA.DECODE_TIMEOUT (120)
+    with pytest.raises(ConfigError, match="DATA.LOADER_TIMEOUT .* longer than DATA.DECODE_TIMEOUT"):
+        engine_data.train_loader(cfg, train)
+
+
+class Stuck(torch.utils.data.Dataset):
+    """An item that takes far longer than the loader waits (a video that hangs the decoder)."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        import time
+
+        time.sleep(2)
+        return {"video": torch.zeros(1), "label": torch.tensor(0), "index": index,
+                "valid": True, "failures": []}
+
+
+def test_a_stuck_worker_is_reported_with_the_setting_to_raise():
+    from claver.data.dataset import LoaderTimeoutError
+
+    loader = build_eval_loader(Stuck(), batch_size=1, num_workers=1, timeout=0.5,
+                               timeout_setting="DATA.LOADER_TIMEOUT")
+    with pytest.raises(LoaderTimeoutError, match=r"within 0\.5 s \(DATA.LOADER_TIMEOUT\).*"
+                                                 r"claver data check.*raise DATA.LOADER_TIMEOUT"):
+        next(iter(loader))

@@ -132,6 +132,16 @@ def test_frames_larger_than_the_limit_are_refused_before_decoding(base):
     assert VideoReader(base, limits=DecodeLimits(max_pixels=3072)).info.width == 64
 
 
+def test_the_limit_holds_for_the_scaled_size_too(tmp_path):
+    # a 4:1 strip scaled to short side 48 is 192x48: within 10,000 pixels natively (80x20)
+    strip = make_video(tmp_path / "strip.mp4", num_frames=4, size=(80, 20))
+    limits = DecodeLimits(max_pixels=8000)
+    assert VideoReader(strip, limits=limits).info.width == 80
+    with pytest.raises(VideoDecodeError, match="192x48 = 9,216 pixels when scaled to short "
+                                               "side 48 exceed"):
+        VideoReader(strip, short_side=48, limits=limits)
+
+
 def test_too_many_packets_are_refused(base):
     with pytest.raises(VideoDecodeError, match="more than 10 video packets"):
         VideoReader(base, limits=DecodeLimits(max_packets=10))
@@ -214,3 +224,25 @@ def test_packet_index_memory_is_a_few_bytes_per_packet(tmp_path):
 
 def frame_indices_all_black(frames: torch.Tensor) -> bool:
     return frames.shape == (2, 16, 16, 3) and int(frames.max()) < 8
+
+
+@pytest.mark.parametrize("codec,ext", [("mjpeg", "avi"), ("h264", "mp4")])
+def test_a_damaged_packet_in_the_middle_is_an_error_never_a_shifted_frame(tmp_path, codec,
+                                                                          ext):
+    # the payload of frame 13's packet zeroed, the container intact: FFmpeg rejects the
+    # packet, so frames after it would come out one place early; the reader says so instead
+    video = make_video(tmp_path / f"v.{ext}", num_frames=N, codec=codec, gop=12)
+    data = bytearray(video.read_bytes())
+    with av.open(str(video)) as c:
+        packets = [(p.pos, p.size, p.pts) for p in c.demux(video=0) if p.size]
+    damaged = next(k for k, (_, _, pts) in enumerate(packets)
+                   if pts == sorted(p[2] for p in packets)[13])
+    pos, size, _ = packets[damaged]
+    data[pos + 8 : pos + size] = bytes(size - 8)
+    bad = tmp_path / f"bad.{ext}"
+    bad.write_bytes(bytes(data))
+    with VideoReader(bad) as reader:
+        assert frame_indices(reader.get_frames([2, 5])) == [2, 5]  # before it: fine
+        with pytest.raises(VideoDecodeError, match="corrupt stream: a video packet .* does "
+                                                   "not decode"):
+            reader.get_frames(range(N))

@@ -17,6 +17,8 @@ _LAZY = {
     "kronecker_mask": "claver.models.kronecker",
     "read_video": "claver.data.decode",
     "probe_video": "claver.data.decode",
+    "VideoReader": "claver.data.decode",
+    "DecodeLimits": "claver.data.decode",
     "predict": "claver.zeroshot",
     "predict_windows": "claver.zeroshot",
     "encode_video": "claver.zeroshot",

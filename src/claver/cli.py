@@ -18,11 +18,77 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_data_check(args: argparse.Namespace) -> int:
-    from claver.data.check import run_check
+class _IntermixedParser(argparse.ArgumentParser):
+    """Positionals may follow options: ``data check LIST --labels L KEY=VALUE``."""
 
-    return run_check(args.list, args.labels, root=args.root, tar=args.tar,
-                     workers=args.workers, backend=args.backend)
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+_OVERRIDE = r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*="  # KEY=VALUE, keys upper case
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    import re
+
+    from claver.engine.config import load_config
+    from claver.engine.data import check_data
+
+    overrides = [*args.opts, *args.overrides]
+    if args.list is not None and re.match(_OVERRIDE, args.list):
+        overrides.insert(len(args.opts), args.list)  # `check -c X.yaml KEY=VALUE`: no list
+        args.list = None
+    cfg = load_config(args.config, overrides)
+    for key, value in (("ROOT", args.root), ("TAR", args.tar), ("BACKEND", args.backend),
+                       ("LABEL_LIST", args.labels)):
+        if value is not None:
+            setattr(cfg.DATA, key, str(value))
+    if not cfg.DATA.LABEL_LIST:
+        raise ValueError("no label list: give --labels LABELS.csv (id,name per line) or a "
+                         "--config that sets DATA.LABEL_LIST")
+    return check_data(cfg, [args.list] if args.list else None, draws=args.draws,
+                      full=args.full, workers=args.workers, progress=not args.no_progress)
+
+
+def _add_data_check(data: argparse._SubParsersAction) -> None:
+    from claver.data.video_source import BACKENDS
+
+    check = data.add_parser(
+        "check", help="read a dataset the way training and evaluation will: bad files with "
+                      "reasons, class histogram, durations and resolutions (exit 1 on bad files)",
+        description="Reads, per video, the frames of the evaluation views and of a few training "
+                    "draws through the same reader and samplers as training (--full: every "
+                    "frame). Settings come from --config (+ overrides) or the defaults "
+                    "(8 frames, TSN segments, one view).")
+    check.add_argument("list", nargs="?",
+                       help="annotation list, 'relative/path.mp4 LABEL' per line (default with "
+                            "--config: DATA.TRAIN_FILE and DATA.VAL_FILE)")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. DATA.NUM_FRAMES=16 TEST.NUM_CLIPS=4")
+    check.add_argument("-c", "--config", help="experiment YAML: frames, sampling, test views, "
+                                              "lists, root, tar, backend and decode limits")
+    check.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                       help="overrides, e.g. --opts DATA.NUM_FRAMES 16 TEST.NUM_CLIPS 4")
+    check.add_argument("--labels", help="label CSV (id,name); default DATA.LABEL_LIST")
+    check.add_argument("--root", help="video folder (default DATA.ROOT, else the list's folder)")
+    check.add_argument("--tar", help="read videos from this uncompressed .tar (DATA.TAR)")
+    check.add_argument("--backend", choices=BACKENDS, help="decoder (default DATA.BACKEND: pyav)")
+    check.add_argument("--full", action="store_true",
+                       help="also decode every frame of every video (slower, exhaustive)")
+    check.add_argument("--draws", type=int, default=3,
+                       help="training draws per video (the samples of epochs 0..N-1; default 3, "
+                            "0: evaluation views only)")
+    check.add_argument("--workers", type=int, default=4, help="reader threads (default 4)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(func=_cmd_data_check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,17 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true",
                       help="a few-second smoke run (20 steps, tiny dataset): not a benchmark")
     demo.set_defaults(func=_cmd_demo)
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command",
-                                                                       required=True)
-    check = data.add_parser("check", help="scan a dataset: bad files, class histogram, "
-                                          "durations and resolutions (exit 1 on bad files)")
-    check.add_argument("list", help="annotation list: 'relative/path.mp4 LABEL' per line")
-    check.add_argument("--labels", required=True, help="label CSV (id,name)")
-    check.add_argument("--root", help="video folder (default: the list's folder)")
-    check.add_argument("--tar", help="read videos from this uncompressed .tar instead")
-    check.add_argument("--workers", type=int, default=4)
-    check.add_argument("--backend", default="pyav", help="pyav | decord | torchcodec")
-    check.set_defaults(func=_cmd_data_check)
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True, parser_class=_IntermixedParser)
+    _add_data_check(data)
     for register in _command_registrars():
         register(sub)
     return parser

@@ -1,21 +1,28 @@
-"""``claver data check``: scan a dataset in parallel and report what would break training.
+"""``claver data check``: read a dataset the way training will, and report what would break.
 
-Every listed video is opened and probed, and its first and last frames are decoded (which
-catches truncated streams); the report lists bad files with reasons, the class histogram
-(flagging empty classes) and duration / resolution / frame-rate summaries.
+Every video is read through :meth:`VideoDataset.read`, the very code training and evaluation
+run (same reader, backend, short side, decode limits and frame samplers); only the transform
+is skipped. Per video:
+
+- the evaluation views: the frames of the test sampler (e.g. 4 clips x 8 segments);
+- ``draws`` training draws: the frames the training sampler picks in epochs 0, 1, ... (the
+  draws a run with the same seed makes);
+- with ``full``, every frame as well (sequentially, in chunks).
+
+A file that fails any of these is listed with the reason; the report also gives the class
+histogram (flagging empty classes) and duration / resolution / frame-rate summaries.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from claver.data.dataset import READ_ERRORS
+from claver.data.dataset import READ_ERRORS, VideoDataset
+
+FULL_DECODE_CHUNK = 32  # frames per get_frames call of a full decode (bounds memory)
 
 
 @dataclass
@@ -46,35 +53,64 @@ class CheckReport:
         return not self.bad
 
 
-def check_video(source: Any, index: int, backend: str = "pyav") -> VideoCheck:
-    """Open, probe and decode the first and last frame of one video."""
-    from claver.data.decode import VideoReader
+def _decode_every_frame(dataset: VideoDataset, index: int) -> None:
+    with dataset.open_reader(index) as reader:
+        n = reader.info.num_frames
+        for start in range(0, n, FULL_DECODE_CHUNK):
+            reader.get_frames(range(start, min(n, start + FULL_DECODE_CHUNK)))
 
-    where = source.describe(index)
+
+def check_video(index: int, views: VideoDataset, train: VideoDataset | None = None, *,
+                draws: int = 3, full: bool = False) -> VideoCheck:
+    """Read video ``index`` as evaluation (``views``) and training (``train``, ``draws``
+    epochs) would, and every frame too with ``full``; never raises for a bad video."""
+    where = views.source.describe(index)
+    step = "evaluation views"
     try:
-        with VideoReader(source.open(index), backend) as reader:
-            info = reader.info
-            if info.num_frames < 1:
-                return VideoCheck(index, where, False, "no decodable frames")
-            reader.get_frames([0, info.num_frames - 1])
+        rng, _ = views.generators(index, epoch=0)
+        _, _, info = views.read(index, rng)
+        for epoch in range(draws if train is not None else 0):
+            step = f"training draw {epoch + 1}"
+            rng, _ = train.generators(index, epoch=epoch)  # type: ignore[union-attr]
+            train.read(index, rng)  # type: ignore[union-attr]
+        if full:
+            step = "full decode"
+            _decode_every_frame(views, index)
     except READ_ERRORS as err:
-        return VideoCheck(index, where, False, f"{type(err).__name__}: {err}")
+        return VideoCheck(index, where, False, f"{step}: {type(err).__name__}: {err}")
+    except Exception as err:  # not a read error: training would stop on it, so report it
+        return VideoCheck(index, where, False, f"{step}: {type(err).__name__}: {err} "
+                          "(not a handled read error: it would stop a training run)")
     return VideoCheck(index, where, True, "", info.num_frames, info.fps, info.duration,
                       info.width, info.height)
 
 
-def check_dataset(source: Any, class_names: list[str], *, workers: int = 4,
-                  backend: str = "pyav", progress: Callable[[int, int], None] | None = None
-                  ) -> CheckReport:
-    """Check every video of ``source`` with ``workers`` threads (decoding releases the GIL)."""
+def check_dataset(views: VideoDataset, class_names: list[str], *,
+                  train: VideoDataset | None = None, draws: int = 3, full: bool = False,
+                  workers: int = 4, progress: bool = True) -> CheckReport:
+    """:func:`check_video` for every video of ``views`` with ``workers`` threads (decoding
+    releases the GIL); ``train`` must list the same videos. ``progress``: a tqdm bar."""
+    from tqdm import tqdm
+
+    if train is not None and len(train) != len(views):
+        raise ValueError(f"the training dataset lists {len(train)} videos, the evaluation "
+                         f"one {len(views)}: check_dataset needs the same list for both")
+    if draws < 0:
+        raise ValueError(f"draws must be >= 0, got {draws}")
     checks: list[VideoCheck] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(check_video, source, i, backend) for i in range(len(source))]
-        for done, fut in enumerate(futures, 1):
-            checks.append(fut.result())
-            if progress is not None:
-                progress(done, len(futures))
-    counts = Counter(label for e in source.entries for label in e.labels)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=len(views), desc="data check", unit="video", disable=not progress,
+                 dynamic_ncols=True) as bar:
+        futures = [pool.submit(check_video, i, views, train, draws=draws, full=full)
+                   for i in range(len(views))]
+        for fut in as_completed(futures):
+            check = fut.result()
+            checks.append(check)
+            bar.update(1)
+            if not check.ok:
+                bar.set_postfix(bad=sum(not c.ok for c in checks))
+    checks.sort(key=lambda c: c.index)
+    counts = Counter(label for e in views.source.entries for label in e.labels)
     return CheckReport(checks, class_names, counts)
 
 
@@ -115,24 +151,16 @@ def format_report(report: CheckReport, *, max_bad: int = 50) -> str:
     return "\n".join(lines)
 
 
-def run_check(list_file: str | Path, labels: str | Path, *, root: str | Path | None = None,
-              tar: str | Path | None = None, workers: int = 4, backend: str = "pyav",
-              log: Callable[[str], None] = print) -> int:
-    """The CLI body: returns the exit status (0 clean, 1 bad videos)."""
-    from claver.data.sources import FolderSource, TarSource, read_labels
-
-    names = read_labels(labels)
-    if tar is not None:
-        source = TarSource(tar, list_file, num_classes=len(names))
-    else:
-        root = Path(root) if root is not None else Path(list_file).parent
-        source = FolderSource(root, list_file, num_classes=len(names))
-    step = max(1, len(source) // 10)
-
-    def progress(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            log(f"checked {done}/{total}")
-
-    report = check_dataset(source, names, workers=workers, backend=backend, progress=progress)
-    log(format_report(report))
-    return 0 if report.ok else 1
+def describe_reads(views: VideoDataset, train: VideoDataset | None, draws: int,
+                   full: bool) -> str:
+    """One line saying what is read from every video."""
+    s = views.sampler
+    what = [f"evaluation views ({s.num_clips} x {s.num_frames} frames, {s.mode} sampling, "
+            f"short side {views.short_side or 'native'})"]
+    if train is not None and draws:
+        what.append(f"{draws} training draw{'s' if draws > 1 else ''} "
+                    f"({train.sampler.num_frames} frames, short side "
+                    f"{train.short_side or 'native'})")
+    if full:
+        what.append("every frame")
+    return "reading per video: " + " + ".join(what)

@@ -27,11 +27,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from claver.data.decode import VideoDecodeError, VideoReader
 from claver.data.sampling import FrameSampler
+from claver.data.video_source import DecodeLimits, VideoInfo
 
 ON_ERROR = ("skip", "raise")
 # What a bad video may raise while being opened, decoded or transformed.
 READ_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError, VideoDecodeError, OSError,
                EOFError)
+
+
+class LoaderTimeoutError(RuntimeError):
+    """No batch came from the DataLoader workers within the loader's ``timeout``."""
 
 
 class VideoLoadError(RuntimeError):
@@ -45,12 +50,18 @@ class VideoDataset(Dataset):
     uint8 frames (T, H, W, 3) and a ``torch.Generator`` to float (T, 3, S, S) or
     (crops, T, 3, S, S). ``on_error``: ``"skip"`` (training: replace with another video;
     evaluation, ``train=False``: mark the sample invalid) or ``"raise"``.
+
+    ``short_side``: decode frames with this short side (give the size the transform resizes
+    to first: its resize is then a no-op and a 4K video costs what a small one does).
+    ``limits``: :class:`~claver.data.video_source.DecodeLimits` for every reader (None: the
+    reader's defaults).
     """
 
     def __init__(self, source: Any, sampler: FrameSampler,
                  transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor], *,
                  num_classes: int | None = None, train: bool = True, on_error: str = "skip",
-                 backend: str = "pyav", short_side: int | None = None, seed: int = 0,
+                 backend: str = "pyav", short_side: int | None = None,
+                 limits: DecodeLimits | None = None, seed: int = 0,
                  max_retries: int = 10) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -63,6 +74,7 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.backend = backend
         self.short_side = short_side
+        self.limits = limits
         self.seed = seed
         self.epoch = 0
         self.max_retries = max_retries
@@ -85,15 +97,37 @@ class VideoDataset(Dataset):
         target[list(labels)] = 1.0
         return target
 
+    def open_reader(self, index: int) -> VideoReader:
+        """The reader of video ``index``, with this dataset's backend, short side and limits."""
+        return VideoReader(self.source.open(index), self.backend, short_side=self.short_side,
+                           limits=self.limits)
+
+    def generators(self, index: int, attempt: int = 0, epoch: int | None = None
+                   ) -> tuple[np.random.Generator, torch.Generator]:
+        """The random streams of one load: numpy for frame sampling, torch for the transform;
+        a pure function of ``(seed, epoch, index, attempt)`` (``epoch``: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch, index, attempt])
+        return rng, torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+    def read(self, index: int, rng: np.random.Generator
+             ) -> tuple[torch.Tensor, np.ndarray, VideoInfo]:
+        """Open video ``index``, sample indices with ``rng`` and decode them: uint8 frames
+        (V*T, h, w, 3), the indices (T,) or (V, T) and the video's info (raises on a bad
+        video). This is the whole read of :meth:`load`; ``claver data check`` calls it too."""
+        with self.open_reader(index) as reader:
+            info = reader.info
+            if info.num_frames < 1:
+                raise VideoDecodeError(self.source.describe(index), "no decodable video frames",
+                                       "re-encode it or drop it from the list")
+            indices = np.asarray(self.sampler(info.num_frames, rng))
+            frames = reader.get_frames(indices.reshape(-1).tolist())
+        return frames, indices, info
+
     def load(self, index: int, attempt: int = 0) -> torch.Tensor:
         """Decode, sample and transform one video (raises on a bad video)."""
-        seed = [self.seed, self.epoch, index, attempt]
-        rng = np.random.default_rng(seed)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        with VideoReader(self.source.open(index), self.backend,
-                         short_side=self.short_side) as reader:
-            indices = np.asarray(self.sampler(reader.info.num_frames, rng))
-            frames = reader.get_frames(indices.reshape(-1).tolist())
+        rng, gen = self.generators(index, attempt)
+        frames, indices, _ = self.read(index, rng)
         if indices.ndim == 1:
             return self.transform(frames, gen)
         views = [self.transform(clip, gen) for clip in frames.split(indices.shape[1])]
@@ -194,28 +228,100 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)  # one decode/transform thread per worker
 
 
+class _ReportTimeout:
+    """Iterator over a DataLoader's batches that turns torch's bare "DataLoader timed out"
+    into a :class:`LoaderTimeoutError` saying what to do."""
+
+    def __init__(self, batches: Iterator[Any], timeout: float, setting: str) -> None:
+        self._batches, self._timeout, self._setting = batches, timeout, setting
+
+    def __iter__(self) -> _ReportTimeout:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._batches)  # type: ignore[arg-type]
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._batches)
+        except RuntimeError as err:
+            if not str(err).startswith("DataLoader timed out"):
+                raise
+            raise LoaderTimeoutError(
+                f"no batch came from the DataLoader workers within {self._timeout:g} s "
+                f"({self._setting}): a worker is stuck, most likely on a video that hangs the "
+                "decoder. Find it with `claver data check` (it reads the frames training "
+                "reads) and fix or drop it; if batches are only slow, raise "
+                f"{self._setting} (0 waits forever)") from err
+
+
+class VideoDataLoader(DataLoader):
+    """A ``DataLoader`` whose worker ``timeout`` error names the setting that controls it
+    (``timeout_setting``, e.g. ``"DATA.LOADER_TIMEOUT"``) and how to find the bad file."""
+
+    def __init__(self, *args: Any, timeout_setting: str = "timeout", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_setting = timeout_setting
+
+    def __iter__(self) -> Any:
+        batches = super().__iter__()
+        if self.timeout > 0:
+            return _ReportTimeout(batches, self.timeout, self.timeout_setting)
+        return batches
+
+
+def _check_timeout(timeout: float) -> float:
+    if not (math.isfinite(timeout) and timeout >= 0):
+        raise ValueError(f"loader timeout must be a finite number of seconds >= 0 (0: wait "
+                         f"forever), got {timeout!r}")
+    return float(timeout)
+
+
 def build_train_loader(dataset: VideoDataset, batch_size: int, *, num_workers: int = 2,
-                       seed: int = 0, drop_last: bool = True) -> DataLoader:
+                       seed: int = 0, drop_last: bool = True, timeout: float = 600.0,
+                       timeout_setting: str = "timeout") -> VideoDataLoader:
     """Shuffled loader; under ``torch.distributed`` each rank reads its own shard
     (``DistributedSampler``). Call ``loader.sampler.set_epoch(e)`` and
-    ``dataset.set_epoch(e)`` every epoch (the training engine does)."""
+    ``dataset.set_epoch(e)`` every epoch (the training engine does).
+
+    ``timeout``: seconds to wait for a batch from the workers before raising
+    :class:`LoaderTimeoutError` (only with ``num_workers > 0``; 0 waits forever)."""
     from torch.utils.data import DistributedSampler
 
+    timeout = _check_timeout(timeout)
     world, rank = _world()
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
                                  seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate_videos, drop_last=drop_last,
-                      worker_init_fn=_worker_init, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    return VideoDataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                           num_workers=num_workers, collate_fn=collate_videos,
+                           drop_last=drop_last, worker_init_fn=_worker_init,
+                           persistent_workers=num_workers > 0,
+                           pin_memory=torch.cuda.is_available(),
+                           timeout=timeout if num_workers > 0 else 0.0,
+                           timeout_setting=timeout_setting)
 
 
-def build_eval_loader(dataset: VideoDataset, batch_size: int, *,
-                      num_workers: int = 2) -> DataLoader:
+def loader_with_sampler(loader: DataLoader, sampler: Sampler[int]) -> VideoDataLoader:
+    """A fresh loader with ``loader``'s dataset, batching, workers and timeout but another
+    ``sampler`` (the training engine's mid-epoch resume)."""
+    return VideoDataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                           num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                           drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn,
+                           pin_memory=loader.pin_memory, timeout=loader.timeout,
+                           timeout_setting=getattr(loader, "timeout_setting", "timeout"))
+
+
+def build_eval_loader(dataset: VideoDataset, batch_size: int, *, num_workers: int = 2,
+                      timeout: float = 600.0, timeout_setting: str = "timeout"
+                      ) -> VideoDataLoader:
     """Deterministic loader that scores every video exactly once across ranks
-    (no ``drop_last``, no padding)."""
+    (no ``drop_last``, no padding); ``timeout`` as in :func:`build_train_loader`."""
+    timeout = _check_timeout(timeout)
     world, rank = _world()
-    return DataLoader(dataset, batch_size=batch_size,
-                      sampler=EvalShardSampler(len(dataset), world, rank),
-                      num_workers=num_workers, collate_fn=collate_videos, drop_last=False,
-                      worker_init_fn=_worker_init, pin_memory=torch.cuda.is_available())
+    return VideoDataLoader(dataset, batch_size=batch_size,
+                           sampler=EvalShardSampler(len(dataset), world, rank),
+                           num_workers=num_workers, collate_fn=collate_videos,
+                           drop_last=False, worker_init_fn=_worker_init,
+                           pin_memory=torch.cuda.is_available(),
+                           timeout=timeout if num_workers > 0 else 0.0,
+                           timeout_setting=timeout_setting)

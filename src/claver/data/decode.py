@@ -1,24 +1,46 @@
 """Video decoding behind one small interface: ``VideoReader``, ``read_video``, ``probe_video``.
 
 Frames come out as uint8 tensors (T, H, W, 3), RGB, upright, in the order of the requested
-indices. A frame's index is its position in *presentation* order (0 .. num_frames - 1), so
-indices stay right for variable frame rate and B-frame streams.
+indices. Frame ``i`` is the ``i``-th frame a full sequential FFmpeg decode puts out (what
+FFmpeg, OpenCV and decord users see), on any file FFmpeg decodes fully, whatever its
+timestamps say.
 
 Backends, chosen by name:
 
 - ``"pyav"`` (default, always installed). One demux-only pass over the packets when the reader
-  opens gives the exact frame count (the container header is never trusted: it can lie or be
-  absent) and the keyframe positions. Decoding then runs forward and seeks only when a
-  keyframe lies between the current position and the target (or to go backwards), with one
-  decoder thread, on the container the scan opened (seeked back to the start, not reopened).
-  Frames between the wanted ones that no other frame references are not decoded at all
-  (FFmpeg ``skip_frame = "NONREF"``, set packet by packet; H.264, HEVC with one temporal
-  sub-layer, MPEG-1/2/4 part 2: B-frames and non-reference pictures, about half the frames
-  of x264's default B-pyramid). Every reference frame is still decoded and frames are
-  identified by timestamp, so the frames returned are bit-identical to a full decode.
-  ``reader.stats`` counts ``seeks``, ``decoded`` and ``skipped`` frames. Streams without
-  timestamps (raw ``.h264``) are decoded strictly forward, without skipping; going back
-  reopens the stream.
+  opens gives the frame count (the container header is never trusted: it can lie or be
+  absent; edit-list pre-roll packets, which FFmpeg decodes but never puts out, are not
+  counted) and the keyframe positions. Frames are then *placed* (``reader.placement``):
+
+  * ``"timestamps"`` where the scan finds the packet timestamps consistent with display order
+    (present and unique; not merely increasing in decoding order for a decoder that reorders
+    frames, which is what AVI's decode-order counters and MP4s without composition offsets
+    look like; no frame shown before it is decoded; no timestamp crossing a keyframe). Every
+    frame that comes out is checked again: positions must follow each other, gaps only where
+    a frame was left undecoded on purpose; anything else switches the file to counting and
+    the read starts again. Decoding runs forward and seeks only when a keyframe lies between
+    the current position and the target (or to go backwards), and frames between the wanted
+    ones that no other frame references are not decoded at all (FFmpeg ``skip_frame =
+    "NONREF"``, set packet by packet; H.264, HEVC with one temporal sub-layer, MPEG-1/2/4
+    part 2: B-frames and non-reference pictures, about half the frames of x264's default
+    B-pyramid). Every reference frame is still decoded, so frames are bit-identical to a full
+    decode. Known limit: timestamps swapped *between* non-reference frames of one group of
+    pictures are caught only when both frames are decoded (any read without gaps, e.g.
+    ``claver data check --full``); a sparse read that skips one of them cannot see it.
+  * ``"count"`` otherwise (AVI with B-frames, as HMDB-51 and UCF-101 ship; raw streams;
+    repeated or missing timestamps): frames are placed by counting the decoder's output from
+    the first packet, nothing is skipped, reads go forward and going back restarts.
+
+  ``reader.stats`` counts ``seeks``, ``decoded`` and ``skipped`` frames. One decoder thread,
+  on the container the scan opened (seeked back to the start, not reopened).
+
+  Only media demuxers are opened (FFmpeg's ``format_whitelist``; paths through the ``file``
+  protocol only): a ``.mp4`` that is really a concat list, an HLS/DASH playlist or an image
+  sequence, which would make FFmpeg read other files or the network, is refused.
+  ``DecodeLimits`` bounds each reader: frame size (``max_pixels``, checked before anything is
+  decoded, and FFmpeg's own ``max_pixels``), time per call (``timeout``: the scan, and each
+  ``get_frames``; FFmpeg's reads are interrupted too) and packets (``max_packets``; the index
+  keeps ~25 bytes a packet).
 - ``"decord"`` (``pip install "claver[decord]"``, decord2) and ``"torchcodec"``
   (``pip install "claver[torchcodec]"``, pinned 0.13.0, needs FFmpeg shared libraries:
   ``apt install ffmpeg``), imported lazily, one thread each. The PyAV packet scan supplies

@@ -75,6 +75,7 @@ _PLAYLIST_SIGNATURES = ((b"ffconcat", "an FFmpeg concat list"),
                         (b"<?xml", "an XML document (a DASH manifest?)"),
                         (b"<MPD", "a DASH manifest"), (b"#!", "a script"))
 _NOPTS = -(2**63)
+_HEAD_AFTER_KEY, _HEAD_MAX = 16, 300  # packets the scan decodes at most to see a frame
 _KEY, _CORRUPT = 1, 2  # packet flag bits
 
 
@@ -138,22 +139,102 @@ def _open_video(source: _Source, limits: DecodeLimits) -> tuple[Any, Any]:
     return container, stream
 
 
-def _too_large(source: _Source, width: int, height: int, limits: DecodeLimits) -> Exception:
+def _too_large(source: _Source, width: int, height: int, limits: DecodeLimits,
+               when: str = "") -> Exception:
     return source.error(
-        f"frames of {width}x{height} = {width * height:,} pixels exceed the limit of "
+        f"frames of {width}x{height} = {width * height:,} pixels{when} exceed the limit of "
         f"{limits.max_pixels:,} pixels",
         "downscale it (ffmpeg -i IN -vf scale=-2:720 OUT.mp4) or raise the limit "
         "(DecodeLimits(max_pixels=...), config DATA.MAX_PIXELS)")
 
 
-def _first_frame(stream: Any, packet: Any) -> Any | None:
-    """Decode one packet (plus a drain) to read size and display matrix; None on failure."""
-    try:
-        stream.codec_context.flush_buffers()
-        frames = stream.decode(packet) or stream.decode(None)
-    except av.FFmpegError:
-        return None
-    return frames[0] if frames else None
+def _leading_frames(pts: np.ndarray, keys: np.ndarray) -> bool:
+    """Whether some keyframe is followed (in decoding order, before the next keyframe) by a
+    frame shown before it: an open GOP."""
+    starts = np.flatnonzero(keys)
+    ends = [*starts[1:], len(pts)]
+    return any(end > start + 1 and pts[start + 1 : end].min() < pts[start]
+               for start, end in zip(starts, ends, strict=True))
+
+
+class _Head:
+    """Decodes the first packets of a stream, during the scan, until a frame comes out: its
+    size and display matrix, its timestamp and whether it is a keyframe tell what the scan
+    cannot (FFmpeg puts out nothing before a keyframe; frames before the first one out are
+    not frames of the video). Gives up ``_HEAD_AFTER_KEY`` packets after the first keyframe
+    (or ``_HEAD_MAX`` packets) and drains the decoder."""
+
+    def __init__(self, stream: Any) -> None:
+        self._ctx = stream.codec_context
+        self.first: Any = None
+        self.first_is_key = False
+        self.first_key_at: int | None = None  # index of the first keyframe (frame packets)
+        self._fed, self._after_key, self._done = 0, 0, False
+
+    def feed(self, packet: Any, index: int) -> None:
+        if self._done:
+            return
+        if packet.is_keyframe and self.first_key_at is None:
+            self.first_key_at = index
+        try:
+            self._take(self._ctx.decode(packet))
+        except av.FFmpegError:
+            pass  # undecodable (no reference yet): FFmpeg puts nothing out for it either
+        self._fed += 1
+        self._after_key += self.first_key_at is not None
+        if not self._done and (self._after_key > _HEAD_AFTER_KEY or self._fed >= _HEAD_MAX):
+            self.finish()
+
+    def finish(self) -> None:
+        if not self._done:
+            try:
+                self._take(self._ctx.decode(None))
+            except av.FFmpegError:
+                pass
+        self._done = True
+        self._ctx.flush_buffers()  # (also leaves the drained state)
+
+    def _take(self, frames: list[Any]) -> None:
+        if frames and self.first is None:
+            self.first = frames[0]
+            self.first_is_key = bool(frames[0].key_frame)
+            self._done = True
+
+
+def _vpx_shows(codec: str, data: memoryview) -> bool:
+    """Whether a VP8/VP9 packet puts out a frame (hidden alt-ref frames do not; a VP9
+    superframe shows if any of its frames does). Unknown layouts count as shown."""
+    if not len(data):
+        return True
+    if codec == "vp8":  # frame tag: bit 4 of the first byte is show_frame
+        return bool(data[0] >> 4 & 1)
+    marker = data[-1]
+    frames = [data]
+    if marker & 0xE0 == 0xC0:  # superframe index: sizes of the frames it holds
+        count, size_bytes = (marker & 7) + 1, (marker >> 3 & 3) + 1
+        index_size = 2 + size_bytes * count
+        if len(data) >= index_size and data[-index_size] == marker:
+            frames, pos = [], 0
+            for k in range(count):
+                at = len(data) - index_size + 1 + k * size_bytes
+                size = int.from_bytes(data[at : at + size_bytes], "little")
+                frames.append(data[pos : pos + size])
+                pos += size
+    return any(_vp9_frame_shows(bytes(f[:2])) for f in frames)
+
+
+def _vp9_frame_shows(head: bytes) -> bool:
+    """show_existing_frame or show_frame of a VP9 uncompressed header."""
+    if len(head) < 2:
+        return True
+    bits = int.from_bytes(head, "big")
+    if bits >> 14 != 2:  # frame_marker
+        return True
+    profile = (bits >> 13 & 1) | (bits >> 12 & 1) << 1
+    pos = 10 if profile == 3 else 11  # bit of show_existing_frame (profile 3: a reserved bit)
+    if bits >> pos & 1:  # show_existing_frame
+        return True
+    return bool(bits >> (pos - 2) & 1)  # after frame_type: show_frame
 
 
 def _timestamps_consistent(pts: np.ndarray, dts: np.ndarray, keys: np.ndarray,
@@ -231,9 +312,9 @@ def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     """(W, H) with the shorter side equal to ``short_side`` and the aspect ratio kept."""
     if short_side is None:
         return width, height
-    if width <= height:
-        return short_side, max(1, round(height * short_side / width))
-    return max(1, round(width * short_side / height)), short_side
+    short, long = min(width, height), max(width, height)
+    new_long = max(1, (2 * long * short_side + short) // (2 * short))  # half up, as mmcv
+    return (short_side, new_long) if width <= height else (new_long, short_side)
 
 
 def _resize_short_side(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
@@ -302,13 +383,16 @@ class _PyAVBackend:
                 "(DecodeLimits(timeout=...), config DATA.DECODE_TIMEOUT)")
 
     # -- the packet scan -----------------------------------------------------------------
-    def _scan(self, container: Any, stream: Any, short_side: int | None) -> None:
-        """One demux-only pass: exact count, placement, keyframes; decode frame 0."""
-        pts, dts, flags = array("q"), array("q"), bytearray()  # ~17 bytes per packet
-        durations = array("q")
+    def _demux_index(self, container: Any, stream: Any) -> tuple[array, array, array,
+                                                                  bytearray, _Head]:
+        """One demux pass: per packet that puts out a frame, its pts, dts, duration and
+        flags (``_KEY``, ``_CORRUPT``); meanwhile the head of the stream is decoded."""
+        pts, dts, durations, flags = array("q"), array("q"), array("q"), bytearray()
         self._start_key: tuple[Any, ...] | None = None  # identifies the first packet
-        head = b""  # MPEG-4 part 2: the start of the first packet (user data)
-        first, tries = None, 3  # decode the first keyframe(s) until one frame comes out
+        self._mpeg4_head = b""  # MPEG-4 part 2: the start of the first packet (user data)
+        ctx = stream.codec_context
+        vpx = ctx.name in ("vp8", "vp9")
+        head = _Head(stream)
         max_packets = self.limits.max_packets
         try:
             for packet in container.demux(stream):
@@ -317,10 +401,13 @@ class _PyAVBackend:
                     continue  # end-of-stream marker or an empty AVI "skip" chunk
                 if self._start_key is None:
                     self._start_key = (packet.pts, packet.pos, packet.size)
-                    if stream.codec_context.name == "mpeg4":
-                        head = bytes(packet)[:4096]
+                    if ctx.name == "mpeg4":
+                        self._mpeg4_head = bytes(packet)[:4096]
+                head.feed(packet, len(flags))
                 if packet.is_discard:
                     continue  # edit-list pre-roll: decoded, never put out
+                if vpx and not _vpx_shows(ctx.name, memoryview(packet)):
+                    continue  # a hidden (alt-ref) frame in a packet of its own
                 if len(flags) >= max_packets:
                     raise self.source.error(
                         f"more than {max_packets:,} video packets",
@@ -329,20 +416,22 @@ class _PyAVBackend:
                 dts.append(_NOPTS if packet.dts is None else packet.dts)
                 durations.append(packet.duration or 0)
                 flags.append(_KEY * packet.is_keyframe | _CORRUPT * packet.is_corrupt)
-                if first is None and tries and (packet.is_keyframe or len(flags) == 1):
-                    first, tries = _first_frame(stream, packet), tries - 1
         except (av.FFmpegError, OSError) as exc:  # truncated or corrupt container
             self._error = exc
             self._check_clock()  # (or FFmpeg's reads interrupted by the time limit)
+        head.finish()
+        return pts, dts, durations, flags, head
+
+    def _scan(self, container: Any, stream: Any, short_side: int | None) -> None:
+        """Exact count, placement, keyframes, size and rotation from one demux pass."""
+        pts, dts, durations, flags, head = self._demux_index(container, stream)
         ctx = stream.codec_context
         codec, width, height = ctx.name, ctx.width, ctx.height
         self.format_name = container.format.name
         time_base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
+        first = head.first
         exact = self._error is None
         n = len(flags)
-        while n and flags[n - 1] & _CORRUPT:  # a packet cut short by truncation: not a frame
-            n -= 1
-            exact = False
         if n == 0 or (first is None and self._error is not None):
             detail = f" ({self._error})" if self._error else ""
             raise self.source.error(f"corrupt or truncated stream: no decodable video frames"
@@ -354,31 +443,73 @@ class _PyAVBackend:
         self._rotation = _clockwise(first.rotation) if first is not None else 0
         self._rot_k = -self._rotation // 90  # torch.rot90 turns counter-clockwise for k > 0
         self._size = _scaled_size(width, height, short_side)
-        p = np.frombuffer(pts, dtype=np.int64)[:n]
-        d = np.frombuffer(dts, dtype=np.int64)[:n]
-        keys = np.frombuffer(bytes(flags[:n]), dtype=np.uint8) & _KEY
+        if self._size[0] * self._size[1] > self.limits.max_pixels:  # (extreme aspect ratio)
+            raise _too_large(self.source, *self._size, self.limits,
+                             f" when scaled to short side {short_side}")
+        p = np.frombuffer(pts, dtype=np.int64)
+        d = np.frombuffer(dts, dtype=np.int64)
+        keys = np.frombuffer(bytes(flags), dtype=np.uint8) & _KEY
         reorders = codec not in _NEVER_REORDER and bool(ctx.has_b_frames)
         self.placement_reason = _timestamps_consistent(p, d, keys, reorders)
         self.placement = "count" if self.placement_reason else "timestamps"
+        # frames before the first that comes out (a recording that starts inside a group of
+        # pictures: FFmpeg puts out nothing until a keyframe) are not frames of the video
+        keep = np.ones(n, dtype=bool)
+        if self.placement == "timestamps" and first is not None and first.pts is not None:
+            keep &= p >= first.pts
+        elif head.first_is_key and head.first_key_at:
+            keep[: head.first_key_at] = False
+        self._truncated = bool(flags[-1] & _CORRUPT)
+        if self._truncated:  # cut short by truncation: does its frame come out?
+            exact = False
+            total = self._count_full_decode()
+            self.placement = "count"
+            self.placement_reason = "a truncated stream (frames counted by a full decode)"
+            keep[:] = False
+            keep[: min(total, n)] = True  # only the count matters now
+        p, d, keys = p[keep], d[keep], keys[keep]
+        n = len(p)
+        if n == 0:
+            raise self.source.error("corrupt or truncated stream: no decodable video frames")
         self.reordered = bool((p == _NOPTS).any() or (np.diff(p) < 0).any())
+        self.open_gop = self.placement == "timestamps" and _leading_frames(p, keys)
         self._pts = np.sort(p)  # a frame's position is its timestamp's rank
         order = np.argsort(p, kind="stable")
         self._keyframes = np.flatnonzero(keys[order]).tolist()  # positions of keyframes
         if self._pts[0] != _NOPTS and len(np.unique(self._pts)) == n:
             steps = np.sort(np.diff(self._pts)) if n > 1 else np.zeros(1, np.int64)
-            last = durations[int(order[-1])] or int(steps[len(steps) // 2])
+            last = int(durations[int(np.flatnonzero(keep)[order[-1]])]) or int(
+                steps[len(steps) // 2])
             duration = float(int(self._pts[-1] - self._pts[0] + last) * time_base)
         else:  # no usable timestamps (raw bitstreams)
             duration = n / float(rate) if rate else 0.0
         # skipping drops frames, which only timestamps can place
         self._skip = (_SKIP_NONREF and self.placement == "timestamps"
-                      and _skips_safely(ctx, head))
+                      and _skips_safely(ctx, self._mpeg4_head))
         fps = n / duration if duration > 0 else float(rate or 0.0)
         if self._rotation in (90, 270):
             width, height = height, width
         self.info = VideoInfo(num_frames=n, fps=fps, duration=duration, width=width,
                               height=height, codec=codec, rotation=self._rotation,
                               frame_count_exact=exact)
+
+    def _count_full_decode(self) -> int:
+        """How many frames a full sequential decode puts out (for truncated files only)."""
+        container, stream = _open_video(self.source, self.limits)
+        count = 0
+        try:
+            for packet in container.demux(stream):
+                self._check_clock()
+                try:
+                    count += len(stream.decode(packet))
+                except av.FFmpegError:
+                    continue
+            count += len(stream.decode(None))
+        except (av.FFmpegError, OSError):
+            pass
+        finally:
+            container.close()
+        return count
 
     def _position(self, pts: int | None) -> int | None:
         """The presentation position of a timestamp (None if no packet had it)."""
@@ -427,8 +558,13 @@ class _PyAVBackend:
                             self._sent_nonref.add(position)
                 try:
                     frames = ctx.decode(packet)
-                except av.FFmpegError as exc:  # a damaged packet: skip it, remember why
-                    self._error = exc
+                except av.FFmpegError as exc:
+                    if not self._damage_is_expected(packet):
+                        self._active = False
+                        raise self.source.error(
+                            f"corrupt stream: a video packet (timestamp {packet.pts}) does "
+                            f"not decode ({exc})") from exc
+                    self._error = exc  # before the first frame, or the cut end: no frame
                     continue
                 for frame in frames:
                     yield self._placed(frame), frame
@@ -439,6 +575,17 @@ class _PyAVBackend:
             return
         for frame in frames:
             yield self._placed(frame), frame
+
+    def _damage_is_expected(self, packet: Any) -> bool:
+        """A packet FFmpeg cannot decode is no frame of the video when it comes before the
+        first frame (a recording that starts inside a group of pictures) or at the cut end
+        of a truncated file (both counted so by the scan); anywhere else the file is damaged
+        and frames after it would come out one place early."""
+        if self._truncated:
+            return True
+        if self.placement == "timestamps":
+            return self._position(packet.pts) is None
+        return self._last_out < 0 and self._next == 0
 
     def _placed(self, frame: Any) -> int | None:
         """The presentation position of a decoded frame (None if its pts is unknown); count

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from claver.data.video_source import DecodeLimits
+
+_LIMITS = DecodeLimits()  # the reader's defaults, so config and library agree
 
 
 @dataclass
@@ -40,6 +45,15 @@ class DataConfig:
     TEMPLATES: str = "claver"  # claver | actionclip | none
     ON_ERROR: str = "skip"
     FEW_SHOT_K: int = 0  # > 0: train on a seeded K-shot subset of TRAIN_FILE (manifest saved)
+    # Bounds on one video, whatever the file claims (a bad video is skipped, never the run):
+    MAX_PIXELS: int = _LIMITS.max_pixels  # refuse frames larger than this (native W x H)
+    # seconds a reader may spend opening a video, and again per read of its frames; a slower
+    # video fails (skipped in training); 0: no deadline
+    DECODE_TIMEOUT: float = _LIMITS.timeout or 0.0
+    MAX_PACKETS: int = _LIMITS.max_packets  # refuse video streams with more packets
+    # Seconds to wait for one batch from the DataLoader workers before stopping with an
+    # error that names the stuck setting (only with NUM_WORKERS > 0); 0: wait forever.
+    LOADER_TIMEOUT: float = 600.0
 
 
 @dataclass
@@ -118,6 +132,15 @@ CHOICES = {
 }
 
 
+# Numeric keys with a lower bound: key -> (smallest value, what the value means).
+MINIMUMS = {
+    "DATA.MAX_PIXELS": (1, "pixels per frame, width x height"),
+    "DATA.MAX_PACKETS": (1, "packets per video stream"),
+    "DATA.DECODE_TIMEOUT": (0, "seconds per video; 0 turns the deadline off"),
+    "DATA.LOADER_TIMEOUT": (0, "seconds per batch; 0 waits forever"),
+}
+
+
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
@@ -190,7 +213,17 @@ def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
     value = _coerce(value, _hints(type(cfg))[head], full, where)
     if full in CHOICES and value not in CHOICES[full]:
         raise ConfigError(f"{where}: {full} must be one of {CHOICES[full]}, got {value!r}")
+    if full in MINIMUMS:
+        _check_minimum(full, value, where)
     setattr(cfg, head, value)
+
+
+def _check_minimum(key: str, value: float, where: str) -> None:
+    low, meaning = MINIMUMS[key]
+    if not (math.isfinite(value) and value >= low):
+        default = getattr(DataConfig(), key.partition(".")[2])
+        raise ConfigError(f"{where}: {key} must be a finite number >= {low} ({meaning}), got "
+                          f"{value!r}; e.g. {key}={default} (the default)")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:

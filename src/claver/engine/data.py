@@ -12,6 +12,7 @@ from claver.data.dataset import VideoDataset, build_eval_loader, build_train_loa
 from claver.data.sampling import FrameSampler
 from claver.data.sources import FolderSource, TarSource, read_labels
 from claver.data.transforms import build_eval_transform, build_train_transform
+from claver.data.video_source import DecodeLimits
 from claver.engine.config import Config, ConfigError
 from claver.models.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -77,39 +78,82 @@ def few_shot_list(list_file: str, k: int, seed: int, out_dir: str | Path) -> Pat
     return write_video_list(chosen, Path(out_dir) / f"few_shot_k{k}_seed{seed}.txt")
 
 
-def train_dataset(cfg: Config, num_classes: int) -> VideoDataset:
+def decode_limits(cfg: Config) -> DecodeLimits:
+    """What one video may cost (DATA.MAX_PIXELS, DATA.DECODE_TIMEOUT, DATA.MAX_PACKETS)."""
+    d = cfg.DATA
+    return DecodeLimits(max_pixels=d.MAX_PIXELS, timeout=d.DECODE_TIMEOUT or None,
+                        max_packets=d.MAX_PACKETS)
+
+
+def decode_short_side(transform: Any) -> int:
+    """The short side ``transform`` resizes its input to first; decoding to it makes that
+    resize a no-op (the training transform: ``256 * S // 224``; evaluation: ``S``)."""
+    return int(getattr(transform, "resize_to", transform.size))
+
+
+def train_sampler(cfg: Config) -> FrameSampler:
+    d = cfg.DATA
+    return FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
+                        train=True)
+
+
+def eval_sampler(cfg: Config) -> FrameSampler:
+    d = cfg.DATA
+    return FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
+                        num_clips=cfg.TEST.NUM_CLIPS)
+
+
+def train_dataset(cfg: Config, num_classes: int, list_file: str | None = None) -> VideoDataset:
+    """The training dataset of DATA.TRAIN_FILE (its K-shot subset with DATA.FEW_SHOT_K), or
+    of ``list_file`` as given (``claver data check``)."""
     d, t = cfg.DATA, cfg.TRAIN
-    list_file = d.TRAIN_FILE
-    if d.FEW_SHOT_K > 0:
-        list_file = str(few_shot_list(d.TRAIN_FILE, d.FEW_SHOT_K, cfg.SEED, cfg.OUTPUT))
+    root = str(Path(d.TRAIN_FILE).parent)
+    if list_file is None:
+        list_file = d.TRAIN_FILE
+        if d.FEW_SHOT_K > 0:
+            list_file = str(few_shot_list(d.TRAIN_FILE, d.FEW_SHOT_K, cfg.SEED, cfg.OUTPUT))
+    else:
+        root = str(Path(list_file).parent)
     mean, std = NORMS[d.NORM]
     transform = build_train_transform(d.INPUT_SIZE, mean=mean, std=std, flip=t.FLIP,
                                       color_jitter=t.COLOR_JITTER, grayscale=t.GRAYSCALE)
-    sampler = FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
-                           train=True)
-    source = _source(cfg, list_file, num_classes, root=str(Path(d.TRAIN_FILE).parent))
-    return VideoDataset(source, sampler, transform, num_classes=num_classes, train=True,
-                        on_error=d.ON_ERROR, backend=d.BACKEND, seed=cfg.SEED)
+    source = _source(cfg, list_file, num_classes, root=root)
+    return VideoDataset(source, train_sampler(cfg), transform, num_classes=num_classes,
+                        train=True, on_error=d.ON_ERROR, backend=d.BACKEND,
+                        short_side=decode_short_side(transform), limits=decode_limits(cfg),
+                        seed=cfg.SEED)
 
 
 def eval_dataset(cfg: Config, num_classes: int, list_file: str | None = None) -> VideoDataset:
     d = cfg.DATA
     mean, std = NORMS[d.NORM]
     transform = build_eval_transform(d.INPUT_SIZE, mean=mean, std=std, crops=cfg.TEST.NUM_CROPS)
-    sampler = FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
-                           num_clips=cfg.TEST.NUM_CLIPS)
-    return VideoDataset(_source(cfg, list_file or d.VAL_FILE, num_classes), sampler, transform,
-                        num_classes=num_classes, train=False, on_error=d.ON_ERROR,
-                        backend=d.BACKEND, seed=cfg.SEED)
+    return VideoDataset(_source(cfg, list_file or d.VAL_FILE, num_classes), eval_sampler(cfg),
+                        transform, num_classes=num_classes, train=False, on_error=d.ON_ERROR,
+                        backend=d.BACKEND, short_side=decode_short_side(transform),
+                        limits=decode_limits(cfg), seed=cfg.SEED)
+
+
+def _loader_timeout(cfg: Config) -> float:
+    d = cfg.DATA
+    if (d.NUM_WORKERS > 0 and d.LOADER_TIMEOUT and d.DECODE_TIMEOUT
+            and d.LOADER_TIMEOUT <= d.DECODE_TIMEOUT):
+        raise ConfigError(
+            f"DATA.LOADER_TIMEOUT ({d.LOADER_TIMEOUT:g} s) must be longer than "
+            f"DATA.DECODE_TIMEOUT ({d.DECODE_TIMEOUT:g} s), or a slow video would stop the run "
+            "instead of being skipped; e.g. DATA.LOADER_TIMEOUT=600, or 0 to wait forever")
+    return d.LOADER_TIMEOUT
 
 
 def train_loader(cfg: Config, dataset: VideoDataset) -> Any:
     return build_train_loader(dataset, cfg.TRAIN.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS,
-                              seed=cfg.SEED)
+                              seed=cfg.SEED, timeout=_loader_timeout(cfg),
+                              timeout_setting="DATA.LOADER_TIMEOUT")
 
 
 def eval_loader(cfg: Config, dataset: VideoDataset) -> Any:
-    return build_eval_loader(dataset, cfg.TEST.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS)
+    return build_eval_loader(dataset, cfg.TEST.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS,
+                             timeout=_loader_timeout(cfg), timeout_setting="DATA.LOADER_TIMEOUT")
 
 
 def templates(cfg: Config) -> list[str]:
@@ -138,3 +182,36 @@ def tokenize_rows(rows: list[list[str]]) -> torch.Tensor:
     """(R, C) strings -> tokens (R, C, 77); descriptions too long for CLIP are truncated."""
     flat = [text for row in rows for text in row]
     return claver.tokenize(flat, truncate=True).view(len(rows), len(rows[0]), -1)
+
+
+def check_lists(cfg: Config, list_files: list[str] | None = None) -> list[str]:
+    """The lists ``claver data check`` reads: ``list_files``, else DATA.TRAIN_FILE and
+    DATA.VAL_FILE (whichever are set, each once)."""
+    lists = list_files or [f for f in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if f]
+    if not lists:
+        raise ConfigError("nothing to check: give a LIST, or a --config with DATA.TRAIN_FILE "
+                          "and/or DATA.VAL_FILE")
+    return list(dict.fromkeys(lists))
+
+
+def check_data(cfg: Config, list_files: list[str] | None = None, *, draws: int = 3,
+               full: bool = False, workers: int = 4, progress: bool = True,
+               log: Any = print) -> int:
+    """``claver data check``: read every video of the lists as this config's training and
+    evaluation would (:mod:`claver.data.check`); returns 0 when all are readable, else 1."""
+    from claver.data.check import check_dataset, describe_reads, format_report
+
+    names = class_names(cfg)
+    lists = check_lists(cfg, list_files)
+    clean = True
+    for list_file in lists:
+        views = eval_dataset(cfg, len(names), list_file)
+        train = train_dataset(cfg, len(names), list_file) if draws else None
+        if len(lists) > 1:
+            log(f"== {list_file}")
+        log(describe_reads(views, train, draws, full))
+        report = check_dataset(views, names, train=train, draws=draws, full=full,
+                               workers=workers, progress=progress)
+        log(format_report(report))
+        clean = clean and report.ok
+    return 0 if clean else 1

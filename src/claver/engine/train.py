@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from claver.data.dataset import LoadReport
+from claver.data.dataset import LoadReport, loader_with_sampler
 from claver.data.mixup import mixup_cutmix, smooth_one_hot
 from claver.engine import data as engine_data
 from claver.engine.checkpoint import (
@@ -215,9 +215,7 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
         done_in_epoch = step - epoch * steps_per_epoch
         sampler = SkipSampler(loader.sampler, done_in_epoch * accum * t.BATCH_SIZE)
         sampler.set_epoch(epoch)
-        epoch_loader = torch.utils.data.DataLoader(
-            dataset, batch_size=t.BATCH_SIZE, sampler=sampler, num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn, drop_last=True, worker_init_fn=loader.worker_init_fn)
+        epoch_loader = loader_with_sampler(loader, sampler)  # same workers and timeout
         progress = _progress(world, steps_per_epoch - done_in_epoch, f"epoch {epoch}")
         tick, wait, seen, micro, losses = time.perf_counter(), 0.0, 0, 0, []
         fetch = time.perf_counter()
