@@ -196,3 +196,10 @@ def test_check_dataset_library_call(data):
     assert report.checks[0].frames == N and (report.checks[0].width, report.checks[0].height) \
         == (64, 48)  # the native size, although frames are decoded at short side 224
     assert views.short_side == 224
+
+
+def test_a_wrong_root_is_named(data, tmp_path, capsys):
+    root, labels = data
+    assert check(str(root / "good.txt"), "--labels", str(labels), "--root", str(tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert "videos listed 3, readable 0, bad 3" in out and "check --root" in out

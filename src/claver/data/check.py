@@ -131,6 +131,9 @@ def format_report(report: CheckReport, *, max_bad: int = 50) -> str:
             lines.append(f"  {c.source}: {c.reason}")
         if len(report.bad) > max_bad:
             lines.append(f"  ... and {len(report.bad) - max_bad} more")
+        if not good and all("FileNotFoundError" in c.reason for c in report.bad):
+            lines.append("no listed video exists: the list's paths are relative to the video "
+                         "folder; check --root (default: the list's folder)")
     names = report.class_names
     counts = [report.class_counts.get(i, 0) for i in range(len(names))]
     empty = [names[i] for i, n in enumerate(counts) if n == 0]
