@@ -169,11 +169,9 @@ class _Head:
         self.first: Any = None
         self.first_is_key = False
         self.first_key_at: int | None = None  # index of the first keyframe (frame packets)
-        self._fed, self._after_key, self._done = 0, 0, False
+        self._fed, self._after_key, self.done = 0, 0, False
 
     def feed(self, packet: Any, index: int) -> None:
-        if self._done:
-            return
         if packet.is_keyframe and self.first_key_at is None:
             self.first_key_at = index
         try:
@@ -182,23 +180,23 @@ class _Head:
             pass  # undecodable (no reference yet): FFmpeg puts nothing out for it either
         self._fed += 1
         self._after_key += self.first_key_at is not None
-        if not self._done and (self._after_key > _HEAD_AFTER_KEY or self._fed >= _HEAD_MAX):
+        if not self.done and (self._after_key > _HEAD_AFTER_KEY or self._fed >= _HEAD_MAX):
             self.finish()
 
     def finish(self) -> None:
-        if not self._done:
+        if not self.done:
             try:
                 self._take(self._ctx.decode(None))
             except av.FFmpegError:
                 pass
-        self._done = True
+        self.done = True
         self._ctx.flush_buffers()  # (also leaves the drained state)
 
     def _take(self, frames: list[Any]) -> None:
         if frames and self.first is None:
             self.first = frames[0]
             self.first_is_key = bool(frames[0].key_frame)
-            self._done = True
+            self.done = True
 
 
 def _vpx_shows(codec: str, data: memoryview) -> bool:
@@ -245,11 +243,11 @@ def _timestamps_consistent(pts: np.ndarray, dts: np.ndarray, keys: np.ndarray,
     ``reorders``: the decoder may put frames out in another order than it gets them."""
     if (pts == _NOPTS).any():
         return "packets without timestamps"
-    if len(np.unique(pts)) != len(pts):
-        return "repeated timestamps"
     if len(pts) < 2:
         return ""
     increasing = bool((np.diff(pts) > 0).all())
+    if not increasing and not (np.diff(np.sort(pts)) > 0).all():
+        return "repeated timestamps"
     if increasing:  # display order only if the decoder keeps packet order
         return "timestamps in decoding order with a reordering decoder" if reorders else ""
     known = dts != _NOPTS
@@ -403,7 +401,8 @@ class _PyAVBackend:
                     self._start_key = (packet.pts, packet.pos, packet.size)
                     if ctx.name == "mpeg4":
                         self._mpeg4_head = bytes(packet)[:4096]
-                head.feed(packet, len(flags))
+                if not head.done:
+                    head.feed(packet, len(flags))
                 if packet.is_discard:
                     continue  # edit-list pre-roll: decoded, never put out
                 if vpx and not _vpx_shows(ctx.name, memoryview(packet)):
@@ -476,7 +475,7 @@ class _PyAVBackend:
         self._pts = np.sort(p)  # a frame's position is its timestamp's rank
         order = np.argsort(p, kind="stable")
         self._keyframes = np.flatnonzero(keys[order]).tolist()  # positions of keyframes
-        if self._pts[0] != _NOPTS and len(np.unique(self._pts)) == n:
+        if self._pts[0] != _NOPTS and (n == 1 or bool((np.diff(self._pts) > 0).all())):
             steps = np.sort(np.diff(self._pts)) if n > 1 else np.zeros(1, np.int64)
             last = int(durations[int(np.flatnonzero(keep)[order[-1]])]) or int(
                 steps[len(steps) // 2])
