@@ -48,4 +48,5 @@ def describe(done: subprocess.CompletedProcess) -> str:
     """What happened, for assertion messages (the tail of the child's output)."""
     if getattr(done, "timed_out", False):
         return "the child ran past its time limit"
-    return f"exit {done.returncode}; stdout: {done.stdout[-1500:]!r}; stderr: {done.stderr[-1500:]!r}"
+    return (f"exit {done.returncode}; stdout: {done.stdout[-1500:]!r}; "
+            f"stderr: {done.stderr[-1500:]!r}")

@@ -353,3 +353,53 @@ def test_sha256_file(tmp_path: Path):
     path.write_bytes(PAYLOAD)
     assert sha256_file(path) == PAYLOAD_SHA
     assert sha256_file(path, chunk_size=1000) == PAYLOAD_SHA
+
+
+# ---------------------------------------------------------------------------- bounds
+
+
+def test_bounds_from_arguments_environment_and_defaults(monkeypatch):
+    for key in (dl.MAX_BYTES_ENV, dl.STALL_TIMEOUT_ENV, dl.DEADLINE_ENV):
+        monkeypatch.delenv(key, raising=False)
+    limits = dl._Limits(None, None, None, None)
+    assert (limits.stall, limits.deadline, limits.max_bytes, limits.cap) == (
+        30.0, 7200.0, 4 << 30, 4 << 30)
+    monkeypatch.setenv(dl.MAX_BYTES_ENV, "1000")
+    monkeypatch.setenv(dl.STALL_TIMEOUT_ENV, "2.5")
+    monkeypatch.setenv(dl.DEADLINE_ENV, "60")
+    limits = dl._Limits(None, None, None, None)
+    assert (limits.stall, limits.deadline, limits.max_bytes) == (2.5, 60.0, 1000)
+    limits = dl._Limits(1, 2, 3, 500)  # arguments win; a known size is the cap
+    assert (limits.stall, limits.deadline, limits.max_bytes, limits.cap) == (1, 2, 3, 500)
+
+
+@pytest.mark.parametrize("env, value", [("CLAVER_MAX_DOWNLOAD_BYTES", "lots"),
+                                        ("CLAVER_DOWNLOAD_DEADLINE", "-5"),
+                                        ("CLAVER_DOWNLOAD_STALL_TIMEOUT", "inf")])
+def test_bad_bound_settings_name_the_variable(server, tmp_path: Path, monkeypatch, env, value):
+    url, state = server
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError, match=f"{env}=.*unset it"):
+        download(url, PAYLOAD_SHA, cache_dir=tmp_path, progress=False)
+    monkeypatch.delenv(env)
+    with pytest.raises(ValueError, match="size"):
+        download(url, PAYLOAD_SHA, cache_dir=tmp_path, size=-1)
+    assert state.requests == []
+
+
+def test_a_known_size_still_downloads_and_resumes(server, tmp_path: Path):
+    url, state = server
+    state.truncate_first = 1
+    path = download(url, PAYLOAD_SHA, cache_dir=tmp_path, progress=False, size=len(PAYLOAD),
+                    max_bytes=len(PAYLOAD), deadline=30, timeout=5)
+    assert path.read_bytes() == PAYLOAD
+    assert [r["status"] for r in state.requests] == [200, 206]
+
+
+def test_oversized_partial_file_is_discarded(server, tmp_path: Path):
+    url, state = server
+    target = tmp_path / "weights.bin"
+    _part(target).write_bytes(b"\0" * (len(PAYLOAD) + 10))  # longer than the file can be
+    assert download(url, PAYLOAD_SHA, cache_dir=tmp_path, progress=False,
+                    size=len(PAYLOAD)) == target
+    assert [r["range"] for r in state.requests] == [None]

@@ -11,10 +11,19 @@ response shapes that vLLM, llama.cpp's server, Ollama and OpenAI share: ``POST
 {base}/chat/completions`` (``messages``) or ``{base}/completions`` (``prompt``) with
 ``model``, ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``; answers in
 ``choices[0].message.content`` / ``choices[0].text`` (a server-sent-events body is read too).
+
+Credentials go only where they were given for: requests (with the ``Authorization`` header)
+are sent to the scheme, host and port of ``base_url`` and nowhere else. A redirect to the same
+scheme, host and port is followed; a redirect to any other (another host or port, or http <->
+https) is refused with an error naming both and saying to point ``--base-url`` at the final
+host. A key in the URL's user-info (``https://user:KEY@host/v1``) is sent as HTTP Basic
+authentication and never printed: URLs are shown through :func:`claver.network.mask_url`, and
+any echo of a key in a server's answer is replaced by ``***`` in messages.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -26,6 +35,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from claver.network import Deadline, guarded_opener, is_loopback, mask_url, origin, origin_text
 
 __all__ = [
     "Backend",
@@ -39,7 +50,7 @@ __all__ = [
 ]
 
 _MAX_BODY = 16 << 20
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_HIDDEN = "***"
 
 
 @dataclass(frozen=True)
@@ -186,11 +197,17 @@ class OpenAIBackend:
 
     Args:
         base_url: e.g. ``http://localhost:8000/v1``; a URL without a path gets ``/v1``.
+            User-info (``https://user:password@host/v1``) is removed from it and sent as
+            HTTP Basic authentication (not together with ``api_key``); ``base_url`` and
+            ``repr`` never show it.
         model: the served model name; None asks ``GET {base}/models`` and takes the only one.
-        api_key: sent as ``Authorization: Bearer ...`` when given.
+        api_key: sent as ``Authorization: Bearer ...`` when given, only to the scheme, host
+            and port of ``base_url`` (redirects elsewhere are refused, see the module doc).
         endpoint: ``chat`` (``/chat/completions``) or ``completions`` (``/completions``).
         concurrency: requests in flight at once.
-        timeout: seconds for a whole request, connecting to the last byte of the body.
+        timeout: seconds for a whole request, connecting to the last byte of the body
+            (headers included: a server trickling bytes is cut off when it passes); bodies
+            over 16 MiB are refused.
         retries: further tries after a failure that may pass (429, 5xx, 408, timeouts,
             connection errors, malformed or incomplete JSON), waiting ``backoff * 2**n``
             seconds (at most ``max_backoff``; longer when the server sends ``Retry-After``).
@@ -217,15 +234,35 @@ class OpenAIBackend:
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {self.endpoint!r}")
         if self.concurrency < 1 or self.retries < 0 or self.timeout <= 0:
             raise ValueError("need concurrency >= 1, retries >= 0 and timeout > 0")
-        parts = urllib.parse.urlsplit(self.base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        given = str(self.base_url).strip()
+        self.base_url = mask_url(given)  # nothing below may show the user-info
+        try:
+            parts = urllib.parse.urlsplit(given)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"--base-url {self.base_url!r} is not an http(s) URL; use e.g. "
                              "http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 "
                              "(llama.cpp) or http://localhost:11434/v1 (Ollama)")
+        # what counts as a credential: the key, the password (or a lone user name: a token)
+        self._secrets = [s for s in (self.api_key, parts.password) if s]
+        self._authorization = f"Bearer {self.api_key}" if self.api_key else None
+        if parts.username is not None or parts.password is not None:
+            if self.api_key:
+                raise ValueError(f"--base-url {self.base_url} carries credentials (user-info) "
+                                 "and an API key is given too; use one of them")
+            user = urllib.parse.unquote(parts.username or "")
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._authorization = f"Basic {token}"
+            self._secrets += [password or user, urllib.parse.quote(password or user), token]
+        self._secrets = sorted({s for s in self._secrets if len(s) >= 3}, key=len, reverse=True)
+        netloc = parts.netloc.rpartition("@")[2]
         path = parts.path.rstrip("/") or "/v1"
-        self.base_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-        handlers = [urllib.request.ProxyHandler({})] if parts.hostname in _LOOPBACK else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self.base_url = urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
+        self._origin = origin(self.base_url)
+        self._direct = is_loopback(self.base_url)  # no proxy for this machine
         self.style = self.endpoint
         if self.model is None:
             self.model = self._only_model()
@@ -235,48 +272,93 @@ class OpenAIBackend:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         return headers
+
+    def _scrub(self, text: str) -> str:
+        """``text`` (which may quote a server's answer) with every credential replaced."""
+        for secret in self._secrets:
+            text = text.replace(secret, _HIDDEN)
+        return text
+
+    def _check_redirect(self, old_url: str, new_url: str) -> None:
+        """Follow a redirect only to the scheme, host and port of ``base_url``."""
+        target = origin(new_url)
+        if target == self._origin and "@" not in urllib.parse.urlsplit(new_url).netloc:
+            return
+        suffix = old_url[len(self.base_url):] if old_url.startswith(self.base_url) else ""
+        shown = mask_url(new_url)
+        suggestion = (shown[: -len(suffix)] if suffix and shown.endswith(suffix)
+                      else origin_text(target) + "/v1")
+        raise FatalBackendError(self._scrub(
+            f"{old_url} redirected to {shown} on another host ({origin_text(self._origin)} -> "
+            f"{origin_text(target)}); claver sends requests and the API key only to the host of "
+            f"--base-url and does not follow. Point --base-url at the final host, e.g. "
+            f"--base-url {suggestion}"))
 
     def _once(self, url: str, payload: bytes | None) -> bytes:
         """One HTTP exchange; raises _Retryable or FatalBackendError on failure."""
         request = urllib.request.Request(url, data=payload, headers=self._headers(),
                                          method="POST" if payload is not None else "GET")
-        deadline = self.clock() + self.timeout
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                chunks, size = [], 0
-                while True:
-                    if self.clock() > deadline:
-                        raise _Retryable(f"response not complete after {self.timeout:g} s")
-                    data = response.read1(65536)
-                    if not data:
-                        break
-                    size += len(data)
-                    if size > _MAX_BODY:
-                        raise _Retryable(f"response larger than {_MAX_BODY >> 20} MiB")
-                    chunks.append(data)
-                return b"".join(chunks)
-        except urllib.error.HTTPError as e:
+        late = f"response not complete after {self.timeout:g} s (--timeout)"
+        with Deadline(self.timeout) as deadline:
+            opener = guarded_opener(deadline, check_redirect=self._check_redirect,
+                                    use_proxies=not self._direct)
             try:
-                detail = e.read(2000).decode("utf-8", errors="replace").strip()
-            except OSError:
-                detail = ""
-            if e.code in (408, 409, 425, 429) or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}: {detail[:200]}", _retry_after(e.headers)) from e
-            hint = {401: "check the key in --api-key-env", 403: "check the key in --api-key-env",
-                    404: "check --base-url (it usually ends in /v1), --endpoint and --model"}
-            raise FatalBackendError(
-                f"{request.method} {url} returned HTTP {e.code}: {detail[:300]}; "
-                f"{hint.get(e.code, 'check the request settings (model, endpoint, max tokens)')}"
-            ) from e
-        except TimeoutError as e:
-            raise _Retryable(f"timed out after {self.timeout:g} s") from e
-        except urllib.error.URLError as e:
-            raise _Retryable(f"cannot reach {url}: {e.reason}") from e
-        except (ConnectionError, http.client.HTTPException, OSError) as e:
-            raise _Retryable(f"connection failed: {type(e).__name__}: {e}") from e
+                return self._exchange(opener, request, deadline, late)
+            except urllib.error.HTTPError as e:
+                if deadline.expired:
+                    raise _Retryable(late) from e
+                raise self._http_error(request, url, e) from e
+            except (ConnectionError, http.client.HTTPException, OSError, ValueError) as e:
+                # ValueError: an SSL socket read after the deadline shut it down
+                if deadline.expired or isinstance(e, TimeoutError) or isinstance(
+                        getattr(e, "reason", None), TimeoutError):
+                    raise _Retryable(late) from e
+                if isinstance(e, urllib.error.URLError):
+                    raise _Retryable(f"cannot reach {url}: {e.reason}") from e
+                raise _Retryable(f"connection failed: {type(e).__name__}: {e}") from e
+
+    def _exchange(self, opener: urllib.request.OpenerDirector, request: urllib.request.Request,
+                  deadline: Deadline, late: str) -> bytes:
+        end = self.clock() + self.timeout
+        with opener.open(request, timeout=self.timeout) as response:
+            chunks, size = [], 0
+            while True:
+                if deadline.expired or self.clock() > end:
+                    raise _Retryable(late)
+                data = response.read1(65536)
+                if not data:
+                    break
+                size += len(data)
+                if size > _MAX_BODY:
+                    raise _Retryable(f"response larger than {_MAX_BODY >> 20} MiB")
+                chunks.append(data)
+        if deadline.expired:  # the end of the body may be the deadline cutting it off
+            raise _Retryable(late)
+        return b"".join(chunks)
+
+    def _http_error(self, request: urllib.request.Request, url: str,
+                    e: urllib.error.HTTPError) -> Exception:
+        try:
+            detail = self._scrub(e.read(2000).decode("utf-8", errors="replace").strip())
+        except (OSError, ValueError, http.client.HTTPException):
+            detail = ""
+        if e.code in (408, 409, 425, 429) or e.code >= 500:
+            return _Retryable(f"HTTP {e.code}: {detail[:200]}", _retry_after(e.headers))
+        key = ("check the credentials in the user-info of --base-url"
+               if self._authorization and self._authorization.startswith("Basic ")
+               else "check the key in --api-key-env")
+        hint = {401: key, 403: key,
+                404: "check --base-url (it usually ends in /v1), --endpoint and --model"}
+        if 300 <= e.code < 400:
+            location = mask_url(str((e.headers or {}).get("Location", "?")))
+            hint[e.code] = (f"the server redirects to {location}; point --base-url at the "
+                            "final URL")
+        return FatalBackendError(self._scrub(
+            f"{request.method} {url} returned HTTP {e.code}: {detail[:300]}; "
+            f"{hint.get(e.code, 'check the request settings (model, endpoint, max tokens)')}"))
 
     def _wait(self, seconds: float) -> None:
         if self.sleep is not None:
@@ -293,7 +375,7 @@ class OpenAIBackend:
             try:
                 return parse(self._once(url, payload))
             except _Retryable as e:
-                errors.append(str(e))
+                errors.append(self._scrub(str(e)))
                 if attempt == self.retries:
                     break
                 delay = min(self.max_backoff, self.backoff * 2**attempt)
