@@ -170,6 +170,79 @@ def test_hsv_agrees_with_colorsys():
     assert torch.allclose(tr.hsv_to_rgb(hsv), px, atol=1e-6)
 
 
+def tricky_pixels(n: int = 4000, seed: int = 11) -> torch.Tensor:
+    """(1, 3, 1, N) RGB pixels: random, saturated, gray, black, white, two-way ties, and
+    colours on sector edges (where the hue formula changes branch)."""
+    g = gen(seed)
+    px = [torch.rand(3, n, generator=g)]
+    q = torch.randint(0, 256, (3, n), generator=g).float() / 255  # uint8 levels: many ties
+    px.append(q)
+    edges = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1],
+                          [0.5, 0.5, 0.5], [0, 0, 0], [1, 1, 1], [0.7, 0.7, 0.2],
+                          [0.2, 0.7, 0.7], [0.7, 0.2, 0.7], [0.3, 0.2, 0.2]]).T
+    px.append(edges)
+    return torch.cat(px, dim=1).view(1, 3, 1, -1)
+
+
+def test_hue_equals_hsv_round_trip_and_colorsys():
+    px = tricky_pixels()
+    hsv = tr.rgb_to_hsv(px)
+    for f in torch.linspace(-0.5, 0.5, 21).tolist() + [0.1, -0.1, 1 / 6, -1 / 3]:
+        shifted = torch.stack([torch.remainder(hsv[:, 0] + f, 1.0), hsv[:, 1], hsv[:, 2]], 1)
+        expected = tr.hsv_to_rgb(shifted).clamp(0, 1)
+        out = tr.adjust_hue(px, f)
+        assert (out - expected).abs().max() <= 2e-6, f
+        assert out.min() >= 0 and out.max() <= 1
+        # HSV keeps v and v - c: every channel stays within the pixel's own [min, max]
+        assert (out >= px.amin(1, keepdim=True)).all() and (out <= px.amax(1, keepdim=True)).all()
+    # an independent implementation: colorsys, pixel by pixel
+    for f in (0.1, -0.07, 0.5, -0.5, 0.33):
+        out = tr.adjust_hue(px[..., ::40], f)
+        for i in range(out.shape[-1]):
+            h, s, v = colorsys.rgb_to_hsv(*px[0, :, 0, 40 * i].tolist())
+            expected = colorsys.hsv_to_rgb((h + f) % 1.0, s, v)
+            assert out[0, :, 0, i].tolist() == pytest.approx(expected, abs=2e-6)
+
+
+def test_colour_ops_leave_input_alone_and_chunks_do_not_matter(monkeypatch):
+    from claver.data import color
+
+    v = rand_video(5, 9, 11, seed=4)
+    kept = v.clone()
+    ops = [("saturation", 1.15), ("hue", -0.08), ("contrast", 0.7), ("brightness", 1.3)]
+    jitter = tr.ColorJitter(p=1.0)
+    outs = []
+    for pixels in (1, 2 * 99, 1 << 20):  # one frame, two frames, the whole clip per chunk
+        monkeypatch.setattr(color, "_CHUNK_PIXELS", pixels)
+        outs.append(jitter(v, gen(8)))
+        x = v.clone()
+        color._jitter_(x, ops)
+        outs.append(x)
+        for fn in (tr.adjust_brightness, tr.adjust_contrast, tr.adjust_saturation):
+            outs.append(fn(v, 0.6))
+        outs.append(tr.adjust_hue(v, 0.2))
+    assert torch.equal(v, kept)
+    k = len(outs) // 3
+    for a, b, c in zip(outs[:k], outs[k:2 * k], outs[2 * k:], strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_train_transform_equals_its_steps():
+    # the fused chunked pipeline gives what its public steps give, one after the other
+    t = tr.build_train_transform(20, mean=CLIP_MEAN, std=CLIP_STD, color_jitter=1.0,
+                                 grayscale=0.3)
+    v = torch.randint(0, 256, (5, 26, 34, 3), generator=gen(2), dtype=torch.uint8)
+    for seed in range(12):
+        g = gen(seed)
+        x = tr.resize_short_side(v.permute(0, 3, 1, 2), t.resize_to)
+        box = tr.multi_scale_crop_params(x.shape[-2], x.shape[-1], 20, generator=g)
+        x = tr.to_float(tr.resize(tr.crop(x, *box), 20))
+        x = t.gray(t.jitter(t.flip(x, g), g), g)
+        expected = tr.normalize(x, CLIP_MEAN, CLIP_STD)
+        out = t(v, gen(seed))
+        assert (out - expected).abs().max() <= 1e-5, seed
+
+
 def test_normalize_and_to_float():
     u = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
     f = tr.to_float(u)

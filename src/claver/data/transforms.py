@@ -6,6 +6,9 @@ are dim ``-3``), ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, and returns t
 from :func:`build_train_transform` / :func:`build_eval_transform` accept both layouts (see
 :func:`to_tchw`).
 
+The colour ops (brightness, contrast, saturation, hue, grayscale, HSV) live in
+:mod:`claver.data.color` and are re-exported here.
+
 Randomness comes from a ``torch.Generator`` passed in (``None``: torch's global generator).
 Random callables draw **once per call**, i.e. once per clip: every frame of a clip gets the
 same crop, flip, colour jitter and grayscale decision.
@@ -14,13 +17,30 @@ same crop, flip, colour jitter and grayscale decision.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from claver.data.color import (
+    _COLOR_OPS,
+    _check_video,
+    _chunks,
+    _from_unit,
+    _grayscale_,
+    _jitter_,
+    _owned_float,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    hsv_to_rgb,
+    rgb_to_hsv,
+    to_float,
+    to_grayscale,
+)
 from claver.models.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -37,7 +57,6 @@ __all__ = [
 Tensor = torch.Tensor
 Layout = Literal["auto", "THWC", "TCHW"]
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
-_GRAY = (0.299, 0.587, 0.114)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -54,18 +73,6 @@ def _rand(generator: torch.Generator | None, lo: float = 0.0, hi: float = 1.0) -
 def _randint(high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in ``[0, high)``."""
     return int(torch.randint(high, (), generator=generator))
-
-
-def _check_video(video: Tensor) -> None:
-    if video.dim() < 3:
-        raise ValueError(f"expected a video (..., C, H, W), got shape {tuple(video.shape)}")
-
-
-def _from_unit(video: Tensor, dtype: torch.dtype) -> Tensor:
-    """Back from float [0, 1] to ``dtype`` (uint8: rounded and clamped)."""
-    if dtype == torch.uint8:
-        return video.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return video
 
 
 def to_tchw(video: Tensor, layout: Layout = "auto") -> Tensor:
@@ -91,15 +98,6 @@ def to_tchw(video: Tensor, layout: Layout = "auto") -> Tensor:
 
 # ----------------------------------------------------------------------------- value ops
 
-def to_float(video: Tensor) -> Tensor:
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (÷255); a float video is returned unchanged."""
-    if video.dtype == torch.uint8:
-        return video.float().div_(255.0)
-    if video.is_floating_point():
-        return video
-    raise TypeError(f"expected a uint8 or float video, got {video.dtype}")
-
-
 def normalize(video: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """``(x - mean) / std`` per channel (dim -3) of a float video ``(..., C, H, W)``."""
     if not video.is_floating_point():
@@ -112,112 +110,6 @@ def _normalize(x: Tensor, mean: Sequence[float], std: Sequence[float], unit: flo
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return torch.addcmul(-m / s, x, 1.0 / (s * unit))
-
-
-def _gray(x: Tensor) -> Tensor:
-    """Luma ``0.299 R + 0.587 G + 0.114 B`` of float ``(..., 3, H, W)`` -> ``(..., 1, H, W)``."""
-    if x.shape[-3] != 3:
-        raise ValueError(f"colour ops need 3 channels at dim -3, got shape {tuple(x.shape)}")
-    r, g, b = x.unbind(-3)
-    return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(-3)
-
-
-def _blend(a: Tensor, b: Tensor | float, factor: float) -> Tensor:
-    return (factor * a + (1.0 - factor) * b).clamp_(0.0, 1.0)
-
-
-def _brightness(x: Tensor, f: float) -> Tensor:
-    return (x * f).clamp_(0.0, 1.0)
-
-
-def _contrast(x: Tensor, f: float) -> Tensor:
-    return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), f)
-
-
-def _saturation(x: Tensor, f: float) -> Tensor:
-    return _blend(x, _gray(x), f)
-
-
-def _hsv_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(h, s, v) of float RGB ``(..., 3, H, W)``, each ``(..., H, W)`` (branch-free for speed)."""
-    r, g, b = x.unbind(-3)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    # hue sector by the max channel (ties: R, then G): (g-b)/c, 2+(b-r)/c, 4+(r-g)/c, in sixths
-    is_r = (maxc == r).to(x.dtype)
-    is_g = (maxc == g).to(x.dtype).mul_(1.0 - is_r)
-    h = torch.sub(r, g).add_(chroma, alpha=4.0)
-    h = h.add_(torch.sub(b, r).add_(chroma, alpha=2.0).sub_(h).mul_(is_g))
-    h = h.add_(torch.sub(g, b).sub_(h).mul_(is_r))
-    h = h.div_(chroma.mul(6.0).clamp_min_(1e-12))
-    return h.sub_(h.floor()), chroma.div_(maxc.clamp_min(1e-12)), maxc
-
-
-def _rgb_from_parts(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """Channel n in (5, 3, 1) for (R, G, B): ``v - v s clamp(min(k, 4 - k), 0, 1)``,
-    ``k = (n + 6 h) mod 6``."""
-    vs = v * s
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.add(h, n / 6.0)
-        k = k.sub_(k.floor()).mul_(6.0)
-        w = torch.minimum(k, k.neg().add_(4.0)).clamp_(0.0, 1.0)
-        out.append(torch.sub(v, w.mul_(vs)))
-    return torch.stack(out, dim=-3)
-
-
-def rgb_to_hsv(video: Tensor) -> Tensor:
-    """Float RGB ``(..., 3, H, W)`` in [0, 1] -> HSV, each channel in [0, 1] (hue in turns)."""
-    return torch.stack(_hsv_parts(video), dim=-3)
-
-
-def hsv_to_rgb(video: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv`: float HSV ``(..., 3, H, W)`` -> RGB in [0, 1]."""
-    return _rgb_from_parts(*video.unbind(-3))
-
-
-def _hue(x: Tensor, f: float) -> Tensor:
-    h, s, v = _hsv_parts(x)
-    return _rgb_from_parts(torch.remainder(h + f, 1.0), s, v).clamp_(0.0, 1.0)
-
-
-def _value_op(video: Tensor, fn: Callable[[Tensor, float], Tensor], factor: float,
-              name: str, lo: float = 0.0, hi: float = math.inf) -> Tensor:
-    if not lo <= factor <= hi:
-        raise ValueError(f"{name} factor must be in [{lo}, {hi}], got {factor}")
-    _check_video(video)
-    return _from_unit(fn(to_float(video), factor), video.dtype)
-
-
-def adjust_brightness(video: Tensor, factor: float) -> Tensor:
-    """``clamp(x * factor)``; factor >= 0 (0: black, 1: unchanged)."""
-    return _value_op(video, _brightness, factor, "brightness")
-
-
-def adjust_contrast(video: Tensor, factor: float) -> Tensor:
-    """Blend each frame with the mean of its grayscale: ``clamp(f x + (1 - f) mean)``."""
-    return _value_op(video, _contrast, factor, "contrast")
-
-
-def adjust_saturation(video: Tensor, factor: float) -> Tensor:
-    """Blend with the per-pixel grayscale: ``clamp(f x + (1 - f) gray)`` (0: grayscale)."""
-    return _value_op(video, _saturation, factor, "saturation")
-
-
-def adjust_hue(video: Tensor, factor: float) -> Tensor:
-    """Rotate the hue by ``factor`` turns (``-0.5 <= factor <= 0.5``) via RGB -> HSV -> RGB."""
-    return _value_op(video, _hue, factor, "hue", -0.5, 0.5)
-
-
-def to_grayscale(video: Tensor, num_output_channels: int = 3) -> Tensor:
-    """``0.299 R + 0.587 G + 0.114 B`` -> ``(..., num_output_channels, H, W)`` (1 or 3)."""
-    if num_output_channels not in (1, 3):
-        raise ValueError(f"num_output_channels must be 1 or 3, got {num_output_channels}")
-    _check_video(video)
-    g = _gray(to_float(video))
-    if num_output_channels == 3:
-        g = g.expand(*g.shape[:-3], 3, *g.shape[-2:]).contiguous()
-    return _from_unit(g, video.dtype)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -482,11 +374,9 @@ class ColorJitter:
         ops = self.sample(generator)
         if not ops:
             return video
-        fns = {"brightness": _brightness, "contrast": _contrast, "saturation": _saturation,
-               "hue": _hue}
-        x = to_float(video)
-        for name, factor in ops:
-            x = fns[name](x, factor)
+        _check_video(video)
+        x = _owned_float(video)
+        _jitter_(x, ops)
         return _from_unit(x, video.dtype)
 
 
@@ -501,7 +391,8 @@ class TrainTransform:
     -> colour jitter (prob ``color_jitter``) -> grayscale (prob ``grayscale``) -> normalise.
     Geometry on uint8 input runs in uint8 (PyTorch's fast channels-last kernel; the crop is
     resized once, so there is one rounding); a float input is taken to be in [0, 1] and is
-    never modified.
+    never modified. The draws are those of ``self.flip``, ``self.jitter`` and ``self.gray``
+    called in turn; the value steps then run in place, a few frames at a time.
     """
 
     def __init__(self, size: int, *, mean: Sequence[float], std: Sequence[float],
@@ -528,9 +419,30 @@ class TrainTransform:
             x.shape[-2], x.shape[-1], self.size, self.scales, self.max_distort,
             self.num_fixed_crops, generator)
         x = _interp(crop(x, top, left, h, w), (self.size, self.size))
-        x = x.contiguous().mul(1.0 / unit).clamp_(0.0, 1.0)
-        x = self.gray(self.jitter(self.flip(x, generator), generator), generator)
-        return _normalize(x, self.mean, self.std, 1.0)
+        # the draws (flip, jitter, grayscale), then all the value work chunk by chunk
+        flip = _rand(generator) < self.flip.p
+        ops = self.jitter.sample(generator)
+        gray = _rand(generator) < self.gray.p
+        out = torch.empty(x.shape, dtype=torch.float32 if unit > 1 else x.dtype,
+                          device=x.device)
+        m = torch.as_tensor(self.mean, dtype=out.dtype, device=out.device).view(-1, 1, 1)
+        s = torch.as_tensor(self.std, dtype=out.dtype, device=out.device).view(-1, 1, 1)
+        shift, scale = -m / s, 1.0 / s
+        start = 0
+        for chunk in _chunks(out):
+            src = x[start:start + len(chunk)].contiguous()
+            start += len(chunk)
+            chunk.copy_(src.flip(-1) if flip else src)
+            if unit > 1:
+                chunk.mul_(1.0 / unit)  # uint8 / 255 lies in [0, 1] already
+            else:
+                chunk.clamp_(0.0, 1.0)
+            for name, factor in ops:
+                _COLOR_OPS[name](chunk, factor)
+            if gray:
+                _grayscale_(chunk)
+            torch.addcmul(shift, chunk, scale, out=chunk)
+        return out
 
 
 class EvalTransform:
