@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import claver
-from claver.data import optional_backends, pyav_backend
+from claver.data import optional_backends, pyav_backend, stream_facts
 from claver.data.decode import (
     BackendUnavailableError,
     VideoDecodeError,
@@ -323,14 +323,14 @@ def test_hevc_sub_layers_are_read_from_the_sps():
     sps = bytes([0x42, 0x01, 0b0000_0011, 0x60])  # NAL type 33, max_sub_layers_minus1 = 1
     vps = bytes([0x40, 0x01, 0x0C, 0x01])
     annex_b = b"\x00\x00\x00\x01" + vps + b"\x00\x00\x01" + sps
-    assert pyav_backend._hevc_sub_layers(annex_b) == 2
+    assert stream_facts.hevc_sub_layers(annex_b) == 2
     # hvcC: version 1, 21 more header bytes, 1 array of type 33 holding 1 NAL unit
     hvcc = bytes([1]) + bytes(21) + bytes([1, 0xA1, 0, 1, 0, len(sps)]) + sps
-    assert pyav_backend._hevc_sub_layers(hvcc) == 2
+    assert stream_facts.hevc_sub_layers(hvcc) == 2
     single = bytes([0x42, 0x01, 0x01])
-    assert pyav_backend._hevc_sub_layers(b"\x00\x00\x01" + single) == 1
-    assert pyav_backend._hevc_sub_layers(b"") is None
-    assert pyav_backend._hevc_sub_layers(b"\x00\x00\x01" + vps) is None  # no SPS: not known
+    assert stream_facts.hevc_sub_layers(b"\x00\x00\x01" + single) == 1
+    assert stream_facts.hevc_sub_layers(b"") is None
+    assert stream_facts.hevc_sub_layers(b"\x00\x00\x01" + vps) is None  # no SPS: not known
 
 
 def test_a_frame_skipping_cannot_place_is_decoded_again_without_skipping(vids):

@@ -63,7 +63,8 @@ with antialiased bilinear interpolation in torch (decord2's own scaler fails for
 ``info`` always describes the video at its native size.
 
 Code: this module holds the reader (``VideoReader``, ``read_video``, ``probe_video``,
-``available_backends``); the backends live in :mod:`claver.data.pyav_backend` and
+``available_backends``); the backends live in :mod:`claver.data.pyav_backend` (its packet facts in
+:mod:`claver.data.stream_facts`) and
 :mod:`claver.data.optional_backends`, the shared pieces (``VideoSource``, ``VideoInfo``,
 ``VideoDecodeError``) in :mod:`claver.data.video_source`. Import them all from here.
 """
