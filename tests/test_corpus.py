@@ -25,33 +25,13 @@ import claver
 from claver.data import pyav_backend
 from claver.data.decode import VideoReader, available_backends
 from claver.data.sampling import segment_indices
+from videos import full_decode
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 ENTRIES = MANIFEST["files"]
 SHORT_SIDE = 32
 OPTIONAL_BACKENDS = ["decord", "torchcodec"]
-
-
-def _full_decode(path: Path) -> list[av.VideoFrame]:
-    """Every frame of a full sequential decode, in output order. Like the ffmpeg tool: a packet
-    the decoder rejects is skipped, a demuxer error ends the input, then the decoder is
-    drained; empty packets (AVI "skip" chunks) are not sent (they would drain it)."""
-    frames: list[av.VideoFrame] = []
-    with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    try:
-                        frames += stream.decode(packet)
-                    except av.FFmpegError:
-                        continue
-        except (av.FFmpegError, OSError):
-            pass
-        frames += stream.decode(None)
-    return frames
 
 
 def _clockwise(ccw: float | None) -> int:
@@ -77,7 +57,7 @@ class Video:
 
     @cached_property
     def frames(self) -> list[av.VideoFrame]:
-        return _full_decode(self.path)
+        return full_decode(self.path)
 
     @property
     def n(self) -> int:

@@ -319,3 +319,26 @@ def decode_all(path: str | os.PathLike) -> list[int]:
     """Indices of all frames decoded by plain sequential PyAV decoding (a reference)."""
     with av.open(str(path)) as c:
         return [frame_index(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+def full_decode(path: str | os.PathLike) -> list[av.VideoFrame]:
+    """Every frame of a full sequential decode of the first video stream, in output order
+    (the definition of a correct read). Like the ``ffmpeg`` tool (and unlike
+    ``container.decode()``, which raises): a packet the decoder rejects is skipped, a demuxer
+    error ends the input; then the decoder is drained. Empty packets (AVI "skip" chunks) are
+    not sent: an empty packet would drain the decoder."""
+    frames: list[av.VideoFrame] = []
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    try:
+                        frames += stream.decode(packet)
+                    except av.FFmpegError:
+                        continue
+        except (av.FFmpegError, OSError):
+            pass
+        frames += stream.decode(None)
+    return frames

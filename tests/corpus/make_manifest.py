@@ -32,6 +32,9 @@ from pathlib import Path
 
 import av
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: videos.py
+from videos import full_decode  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 # how each file was made (the commands are in make_corpus.sh / fetch_real.sh)
@@ -133,29 +136,6 @@ def ffprobe_frames(path: Path) -> int:
          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
         check=True, capture_output=True, text=True).stdout
     return int(out.split()[0].strip(","))
-
-
-def full_decode(path: Path) -> list[av.VideoFrame]:
-    """Every frame of a full sequential decode of the first video stream, in output order.
-
-    Like the ``ffmpeg`` tool (and unlike ``container.decode()``, which raises): a packet the
-    decoder rejects is skipped, a demuxer error ends the input; then the decoder is drained.
-    Empty packets (AVI "skip" chunks) are not sent: an empty packet would drain the decoder."""
-    frames: list[av.VideoFrame] = []
-    with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    try:
-                        frames += stream.decode(packet)
-                    except av.FFmpegError:
-                        continue
-        except (av.FFmpegError, OSError):
-            pass
-        frames += stream.decode(None)
-    return frames
 
 
 def pyav_facts(path: Path) -> dict:
