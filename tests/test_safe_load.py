@@ -250,6 +250,125 @@ def test_torchscript_state_dict_matches_module(torchscript_file):
         assert torch.equal(value, expected[key]), key
 
 
+# ------------------------------------------------ TorchScript: parity with torch.jit.load
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, 2)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width, bias=False))
+        self.register_buffer("scratch", torch.ones(3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        return x + self.mlp(self.ln_1(x))
+
+
+class _Visual(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 2, stride=2, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.resblocks = nn.ModuleList([_Block(width) for _ in range(2)])
+        self.proj = nn.Parameter(torch.randn(width, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).permute(2, 0, 1) + self.class_embedding
+        x = self.ln_pre(x)
+        for block in self.resblocks:
+            x = block(x)
+        return x[0] @ self.proj
+
+
+class _ClipLike(nn.Module):
+    """Nested submodules, parameters, buffers (one non-persistent, one transposed, one int),
+    a tensor shared by two modules, a parameter of another dtype and scalar attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = _Visual()
+        self.heads = nn.ModuleDict({"a": nn.Linear(5, 4), "b": nn.Linear(5, 4)})
+        self.heads["b"].weight = self.heads["a"].weight
+        self.logit_scale = nn.Parameter(torch.tensor(4.6).half())
+        self.register_buffer("table", torch.arange(12.0).view(3, 4).t())
+        self.register_buffer("input_resolution", torch.tensor(4))
+        self.scale: float = 2.0
+        self.context_length: int = 77
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.visual(x)
+        return (self.heads["a"](y) + self.heads["b"](y)) * self.scale + self.table[0, 0]
+
+
+def _assert_same_state(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> None:
+    assert list(ours) == list(ref)
+    for key, expected in ref.items():
+        got = ours[key]
+        assert type(got) is torch.Tensor and not got.requires_grad, key
+        assert (got.dtype, got.shape, got.stride(), got.storage_offset()) == (
+            expected.dtype, expected.shape, expected.stride(), expected.storage_offset()), key
+        assert torch.equal(got, expected), key
+    for a in ref:  # the same tensors share memory
+        for b in ref:
+            assert (ref[a].data_ptr() == ref[b].data_ptr()) == (
+                ours[a].data_ptr() == ours[b].data_ptr()), (a, b)
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_torchscript_reader_matches_jit_load(tmp_path: Path, how: str, dtype):
+    from claver.weights.torchscript import read_torchscript_state_dict
+
+    torch.manual_seed(0)
+    module = _ClipLike().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation and tracer warnings of torch.jit
+        if how == "script":
+            compiled = torch.jit.script(module)
+        else:
+            compiled = torch.jit.trace(module, torch.randn(1, 3, 4, 4))
+        if dtype == torch.float16:
+            compiled.visual.half()
+        path = tmp_path / f"{how}.pt"
+        compiled.save(str(path))
+        ref = torch.jit.load(str(path)).state_dict()  # the oracle, on a file made here
+    assert "visual.resblocks.1.scratch" in ref and "heads.b.weight" in ref
+    assert {v.dtype for v in ref.values()} >= {torch.float16, torch.float32, torch.int64}
+    _assert_same_state(read_torchscript_state_dict(path), ref)
+    state = load_torchscript_state_dict(path)  # the public loader drops OpenAI's extras
+    assert "input_resolution" not in state and list(state) == [
+        k for k in ref if k != "input_resolution"]
+
+
+def test_torchscript_reader_matches_jit_load_on_openai_layout(oracle_clip_model, tmp_path):
+    """OpenAI's own model code, traced the way their archives were made (fp16 weights, the
+    three int entries as buffers)."""
+    from claver.weights.torchscript import read_torchscript_state_dict
+
+    torch.manual_seed(1)
+    ref_model = oracle_clip_model.CLIP(64, 32, 2, 64, 8, 77, 49408, 64, 1, 2).eval()
+    for name, value in [("input_resolution", 32), ("context_length", 77),
+                        ("vocab_size", 49408)]:
+        ref_model.__dict__.pop(name, None)
+        ref_model.register_buffer(name, torch.tensor(value))
+    text = torch.randint(0, 49408, (1, 77))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(ref_model, (torch.randn(1, 3, 32, 32), text))
+        traced.visual.half()  # OpenAI's archives hold fp16 weights (convert_weights)
+        traced.transformer.half()
+        path = tmp_path / "ViT-tiny.pt"
+        traced.save(str(path))
+        ref = torch.jit.load(str(path)).state_dict()
+    assert ref["visual.conv1.weight"].dtype == torch.float16
+    assert "visual.transformer.resblocks.1.attn.in_proj_weight" in ref
+    _assert_same_state(read_torchscript_state_dict(path), ref)
+
+
 def test_pickle_loader_points_torchscript_to_its_loader(torchscript_file):
     path, _ = torchscript_file
     with pytest.raises(CheckpointReadError, match="load_torchscript_state_dict"):

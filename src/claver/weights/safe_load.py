@@ -1,4 +1,5 @@
-"""Read checkpoints without running code hidden in them.
+"""Read checkpoints without running code hidden in them, and without letting a small file
+claim large amounts of memory.
 
 A ``torch.save`` file is a Python pickle, and unpickling an untrusted pickle can run any code
 (``os.system``, ``builtins.eval``, ...). Everything here reads checkpoints with PyTorch's
@@ -7,19 +8,26 @@ restricted ``weights_only`` unpickler plus a small, explicit allow-list of harml
 :class:`UnsafeCheckpointError` *before* any of it is executed; there is no silent fallback.
 Only ``trust_remote_pickle=True``, passed knowingly, unpickles without restrictions.
 
+Before PyTorch sees a file, its pickle is evaluated symbolically (nothing imported or called,
+:mod:`claver.weights.restricted_pickle`) to list the globals and storages it references, and
+the sizes the file declares are checked against what it holds
+(:mod:`claver.weights.archive_checks`: zip bombs, storage records of the wrong size). After
+loading, tensors that need more bytes than their storage holds (zero-stride or overlapping
+views) are refused. These checks also apply with ``trust_remote_pickle=True``.
+
 Supported containers (see :func:`detect_container`):
 
 - ``"torch-zip"``: ``torch.save`` (PyTorch >= 1.6, a zip archive with ``data.pkl``);
 - ``"torch-legacy"``: the pre-1.6 ``torch.save`` pickle stream;
 - ``"torchscript"``: ``torch.jit.save`` archives such as OpenAI's CLIP weights, read with
-  :func:`load_torchscript_state_dict` (TorchScript deserialisation does not run Python pickle
-  code);
+  :func:`load_torchscript_state_dict`, which never calls ``torch.jit.load`` (that runs the
+  archive's code) but reads the archive's pickle with its own restricted reader
+  (:mod:`claver.weights.torchscript`);
 - ``"safetensors"``: detected only; read it with ``safetensors.torch.load_file``.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
 import argparse
 import io
 import json
@@ -28,7 +36,6 @@ import pickletools
 import struct
 import threading
 import types
-import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -36,6 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from claver.weights.archive_checks import (
+    MAX_PICKLE_BYTES,
+    PickleScan,
+    check_loaded_tensors,
+    check_storage_records,
+    open_checked_zip,
+    scan_legacy_file,
+    scan_torch_pickle,
+)
+from claver.weights.errors import CheckpointError, CheckpointReadError, UnsafeCheckpointError
+from claver.weights.restricted_pickle import PickleCorrupt, PickleRefused
+from claver.weights.torchscript import read_torchscript_state_dict
 
 __all__ = [
     "CheckpointError",
@@ -75,27 +95,6 @@ _TORCHSCRIPT_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _YACS_MARK = "_claver_yacs_cfgnode"
 _LOAD_LOCK = threading.RLock()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the requested model."""
-
-
-class CheckpointReadError(CheckpointError):
-    """The file is not a readable checkpoint (empty, truncated, corrupt or another format)."""
-
-    def __init__(self, message: str, path: PathLike | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else Path(path)
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The checkpoint references globals outside the allow-list; nothing was executed."""
-
-    def __init__(self, message: str, path: PathLike, globals_: Iterable[str]) -> None:
-        super().__init__(message)
-        self.path = Path(path)
-        self.globals = sorted(set(globals_))
 
 
 class ConfigNode(dict):
@@ -174,7 +173,9 @@ def _zip_kind(path: Path) -> tuple[str, str]:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         return "unknown", f"a truncated or corrupt zip archive ({exc})"
-    rel = {name.split("/", 1)[1] for name in names if "/" in name}
+    # PyTorch reads the records under the folder of the first member only
+    folder = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else None
+    rel = {name[len(folder):] for name in names if folder and name.startswith(folder)}
     if "constants.pkl" in rel or any(r.startswith("code/") for r in rel):
         return "torchscript", "a TorchScript archive (torch.jit.save)"
     if "data.pkl" in rel:
@@ -278,69 +279,32 @@ def _allowed_global_names() -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# static scan of pickle globals (pickletools only parses; nothing is imported or called)
-
-_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
-               "SHORT_BINUNICODE", "BINUNICODE8"}
-_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
-_NEUTRAL_OPS = {"PROTO", "FRAME"}
+# checks before PyTorch reads the file
 
 
-def _canonical(module: str, name: str) -> str:
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{name}"
-
-
-def _scan_one_pickle(stream: Any, found: set[str]) -> None:
-    """Add every global referenced by the next pickle in ``stream`` to ``found``."""
-    recent: list[Any] = []  # values of recently pushed strings (None: something else)
-    memo: dict[int, Any] = {}
-    for opcode, arg, _ in pickletools.genops(stream):
-        name = opcode.name
-        if name in ("GLOBAL", "INST"):
-            module, _, qualname = str(arg).partition(" ")
-            found.add(_canonical(module, qualname))
-            recent.append(None)
-        elif name == "STACK_GLOBAL":
-            module, qualname = (recent[-2:] if len(recent) >= 2 else [None, None])
-            if isinstance(module, str) and isinstance(qualname, str):
-                found.add(_canonical(module, qualname))
-            else:
-                found.add("<unresolved STACK_GLOBAL>")
-            recent.append(None)
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            found.add(f"<copyreg extension code {arg}>")
-            recent.append(None)
-        elif name in _STRING_OPS:
-            recent.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
-        elif name in _GET_OPS:
-            recent.append(memo.get(arg))
-        elif name in _PUT_OPS:
-            memo[arg] = recent[-1] if recent else None
-        elif name == "MEMOIZE":
-            memo[len(memo)] = recent[-1] if recent else None
-        elif name not in _NEUTRAL_OPS:
-            recent.append(None)
-        if len(recent) > 8:
-            del recent[:-8]
-
-
-def _pickle_globals(path: Path, kind: str) -> set[str]:
-    found: set[str] = set()
-    if kind == "torch-zip":
-        with zipfile.ZipFile(path) as zf:
-            record = next(n for n in zf.namelist() if n.count("/") == 1 and
-                          n.endswith("/data.pkl"))
-            _scan_one_pickle(io.BytesIO(zf.read(record)), found)
-    else:  # legacy: magic, protocol, sys_info, the object, storage keys; then raw bytes
-        with open(path, "rb") as f:
-            for _ in range(5):
-                _scan_one_pickle(f, found)
-    return found
+def _precheck(path: Path, kind: str, desc: str) -> PickleScan:
+    """Globals and storages the file's pickle references (nothing executed), after checking
+    the zip directory / legacy storage records against what the file holds."""
+    try:
+        if kind == "torch-zip":
+            with open_checked_zip(path) as archive:
+                raw = archive.read("data.pkl", MAX_PICKLE_BYTES, "pickle")
+                scan = scan_torch_pickle(io.BytesIO(raw))
+                check_storage_records(archive, scan)
+            return scan
+        return scan_legacy_file(path)
+    except PickleRefused as exc:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {str(path)!r}: its pickle contains {exc.what} ({exc.reason}). "
+            "Nothing in the file was executed.", path, [exc.what]) from None
+    except PickleCorrupt as exc:
+        raise CheckpointReadError(
+            f"Cannot read checkpoint {str(path)!r} ({desc}): its pickle data is truncated or "
+            f"corrupt ({exc})", path) from None
+    except (OSError, EOFError, struct.error) as exc:
+        raise CheckpointReadError(
+            f"Cannot read checkpoint {str(path)!r} ({desc}): {type(exc).__name__}: {exc}",
+            path) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,22 +424,18 @@ def load_pickle_checkpoint(
     if kind not in ("torch-zip", "torch-legacy"):
         raise _wrong_kind_error(path, kind, desc)
 
+    scan = _precheck(path, kind, desc)
     if trust_remote_pickle:
         try:
-            return torch.load(path, map_location=map_location, weights_only=False,
-                              pickle_module=_trusted_pickle_module())
+            obj = torch.load(path, map_location=map_location, weights_only=False,
+                             pickle_module=_trusted_pickle_module())
         except (RuntimeError, EOFError, pickle.UnpicklingError, struct.error) as exc:
             raise CheckpointReadError(
                 f"Cannot read checkpoint {str(path)!r} ({desc}): {exc}", path) from exc
+        check_loaded_tensors(obj, path)
+        return obj
 
-    try:
-        referenced = _pickle_globals(path, kind)
-    except (ValueError, EOFError, struct.error, zipfile.BadZipFile, StopIteration,
-            UnicodeDecodeError, OSError) as exc:
-        raise CheckpointReadError(
-            f"Cannot read checkpoint {str(path)!r} ({desc}): its pickle data is truncated or "
-            f"corrupt ({type(exc).__name__}: {exc})", path) from exc
-    disallowed = referenced - _allowed_global_names()
+    disallowed = scan.globals - _allowed_global_names()
     if disallowed:
         raise _unsafe_error(path, disallowed)
 
@@ -504,15 +464,20 @@ def load_pickle_checkpoint(
             raise CheckpointReadError(
                 f"Cannot read checkpoint {str(path)!r} ({desc}): {type(exc).__name__}: "
                 f"{_core_message(exc)}", path) from exc
+    check_loaded_tensors(obj, path)
     return _restore_config_nodes(obj, {})
 
 
 def load_torchscript_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """State dict of a TorchScript archive (e.g. OpenAI's CLIP ``ViT-B-16.pt``), on CPU.
 
-    Uses ``torch.jit.load(path, map_location="cpu").state_dict()``; TorchScript's own
-    deserialiser does not run Python pickle code. The non-weight entries
-    ``input_resolution``, ``context_length`` and ``vocab_size`` are dropped.
+    The same keys, dtypes, values and strides as ``torch.jit.load(path).state_dict()``, but
+    nothing from the archive is compiled or run: its pickle is read by a restricted reader
+    (:mod:`claver.weights.torchscript`) that rebuilds tensors from the archive's storages and
+    refuses anything else. The non-weight entries ``input_resolution``, ``context_length``
+    and ``vocab_size`` are dropped. Raises :class:`UnsafeCheckpointError` (naming the global,
+    the module class or the tensor) for archives that would need their code run or would
+    expand beyond what they hold, :class:`CheckpointReadError` for broken or other files.
     """
     path = Path(path)
     if not path.is_file():
@@ -524,14 +489,21 @@ def load_torchscript_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointReadError(
             f"Cannot read {str(path)!r} as TorchScript: found {desc}; {hint}.", path)
     try:
-        with warnings.catch_warnings():  # torch >= 2.10 deprecates torch.jit.load; still works
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated",
-                                    category=DeprecationWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError) as exc:
+        state = read_torchscript_state_dict(path)
+    except PickleRefused as exc:
+        reason = f" ({exc.reason})" if exc.reason else ""
+        verb = "contains" if exc.what.startswith("<") else "references"
+        raise UnsafeCheckpointError(
+            f"Refusing to load TorchScript archive {str(path)!r}: its data.pkl {verb} "
+            f"{_friendly(exc.what)}{reason}, which a TorchScript archive of weights does not "
+            "need. Nothing in the file was executed: claver reads TorchScript archives "
+            "without running their code.", path, [exc.what]) from None
+    except PickleCorrupt as exc:
+        raise CheckpointReadError(
+            f"Cannot read TorchScript archive {str(path)!r} ({desc}): {exc}", path) from None
+    except (OSError, EOFError) as exc:
         raise CheckpointReadError(
             f"Cannot read TorchScript archive {str(path)!r} ({desc}): {exc}", path) from exc
-    state = dict(module.state_dict())
     for key in _TORCHSCRIPT_NON_WEIGHTS:
         state.pop(key, None)
     return state
