@@ -31,6 +31,16 @@ def test_yaml_inheritance_and_both_override_styles(tmp_path):
     ("", ["TRAIN.LR"], "has no value"),
     ("- a\n- b", [], "expected a mapping"),
     ("BASE: [missing.yaml]", [], "config file not found"),
+    ("BASE: 5", [], "BASE must be a file name or a list of file names"),
+    ("a: &x [1]\nTRAIN: {BETAS: *x}", [], r"c.yaml, line 2: invalid YAML: YAML alias \*x is not"),
+    ("SEED: " + "9" * 4400, [], "c.yaml, line 1: YAML holds an integer of more than 4300 digits"),
+    ("DATA: {NUM_FRAMES: 0}", [], "DATA.NUM_FRAMES must be a finite number from 1 to 256"),
+    ("", ["DATA.INPUT_SIZE=-224"], "command line: DATA.INPUT_SIZE must be a finite number"),
+    ("", ["TRAIN.BETAS", "[&a 1, *a]"], "command line 'TRAIN.BETAS', line 1: invalid YAML"),
+    ("OUTPUT: [" + "1, " * 5000 + "]", [],
+     r"OUTPUT must be str, got \[1, 1, .*\.\.\.\]; e.g. OUTPUT: .runs/default."),
+    ("MODEL: {ARCH: " + "x" * 100000 + "}", [], r"MODEL.ARCH: unknown model name 'x+\.\.\.x+'; "
+                                                "expected one of"),
 ])
 def test_config_errors_name_the_key_and_file(tmp_path, text, opts, match):
     path = tmp_path / "c.yaml"

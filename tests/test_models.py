@@ -219,6 +219,39 @@ def test_full_size_presets_match_openai_parameter_counts(name, count):
     assert sum(p.numel() for p in model.parameters()) == count
 
 
+def test_parameter_count_arithmetic_matches_every_architecture():
+    """count_parameters (used for the size limit before building) equals the built model."""
+    from claver.models.config import ARCHS, BACKBONES, FUSIONS, count_parameters
+    from claver.models.factory import build_model
+
+    for backbone in BACKBONES:
+        for arch in ARCHS:
+            for fusion in FUSIONS if arch == "actionclip" else ("meanP",):
+                config = get_config(f"{arch}-{backbone}", fusion=fusion, num_frames=5)
+                with torch.device("meta"):
+                    model = build_model(config)
+                built = sum(p.numel() for p in model.state_dict().values())
+                assert count_parameters(config) == built, (arch, backbone, fusion)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"vision": {"width": "768"}}, "vision.width must be a whole number from 1 to 8192, got '768'"),
+    ({"text": {"heads": 0}}, "text.heads is out of range: it must be from 1 to 64, got 0"),
+    ({"text": {"heads": 5}}, "text.heads = 5 does not divide the width 64"),
+    ({"vision": {"layers": 129}}, "vision.layers is out of range: it must be from 1 to 128"),
+    ({"num_frames": 0}, "num_frames is out of range: it must be from 1 to 256, got 0"),
+    ({"embed_dim": 8193}, "embed_dim is out of range"),
+    ({"text": {"context_length": 77.0}}, "text.context_length must be a whole number"),
+    ({"mean": (0.5, float("nan"), 0.5)}, "mean must be 3 finite numbers"),
+    ({"arch": "actionclip", "fusion": "Transf", "fusion_heads": 3}, "fusion_heads = 3 does not"),
+])
+def test_model_config_fields_are_validated(overrides, match):
+    from claver.models.config import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match=match):
+        get_config("claver-tiny", **overrides)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_model_runs_in_low_precision(dtype):
     m = tiny()

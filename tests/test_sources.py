@@ -103,6 +103,32 @@ def test_read_labels_empty_file(tmp_path):
         read_labels(path)
 
 
+@pytest.mark.parametrize(
+    ("body", "line", "value", "problem"),
+    [
+        # an unclosed quote used to swallow the rows after it into one class name
+        (b'0,a\n1,"b\n2,c\n3,d\n', 2, "'1,\"b'", "the quote opened on line 2 is not closed"),
+        (b'0,a\n1,"b', 2, "'1,\"b'", "the file ends inside a quoted field"),
+        (b'0,a\n1,"' + b"x" * (140 << 10) + b"\n", 2, "'1,\"xxx", "runs past 131,072 characters"),
+        (b"0,a\n1,caf\xe9\n", 2, "caf", "not UTF-8 text"),
+    ],
+)
+def test_read_labels_refuses_unclosed_quotes_long_fields_and_bad_utf8(
+        tmp_path, body, line, value, problem):
+    path = write_bytes(tmp_path / "labels.csv", body)
+    with pytest.raises(AnnotationError) as err:
+        read_labels(path)
+    assert_names(err, path, line, value)
+    assert problem in str(err.value) and err.value.line == line
+    assert len(str(err.value)) < 700  # values are cut to 200 characters
+
+
+def test_csv_lists_refuse_fields_spanning_lines(tmp_path):
+    path = write_bytes(tmp_path / "train.csv", b'path,label\n"a.mp4,0\nb.mp4,1\n')
+    with pytest.raises(AnnotationError, match="line 2: a quoted field runs from line 2 to line 3"):
+        read_video_list(path)
+
+
 # --------------------------------------------------------------------------- video lists
 
 

@@ -75,14 +75,16 @@ def _state_summary(ckpt: Any) -> tuple[int, int]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from claver.models.config import check_size
     from claver.pretrained import PRETRAINED
     from claver.weights.formats import describe, read_checkpoint
 
     if args.checkpoint in PRETRAINED and not Path(args.checkpoint).exists():
         print("\n".join(_entry_lines(PRETRAINED[args.checkpoint], None)))
         return 0
-    ckpt = read_checkpoint(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint)  # every model config field is validated here
     cfg = ckpt.config
+    size = check_size(cfg, args.max_params, f"{ckpt.source}: the model config")
     tensors, values = _state_summary(ckpt)
     v, t = cfg.vision, cfg.text
     rows = [("file", ckpt.source), ("format", ckpt.format), ("architecture", describe(cfg)),
@@ -98,6 +100,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
              ("embed dim", str(cfg.embed_dim)),
              ("input", _mean_std_name(cfg.mean, cfg.std)),
              ("parameters", f"{values / 1e6:.2f}M ({values:,} values)"),
+             ("model size", f"{size / 1e6:.2f}M parameters (counted from the config)"),
              ("tensors", f"{tensors} keys")]
     rows += [("note", note) for note in ckpt.notes.values()]
     epoch = ckpt.extra.get("epoch") if isinstance(ckpt.extra, dict) else None
@@ -127,7 +130,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         source = fetch(source, allow_unverified=args.allow_unverified)
     overrides = {k: v for k, v in (("num_frames", args.num_frames), ("mask", args.mask),
                                    ("arch", args.arch), ("fusion", args.fusion)) if v is not None}
-    model = load_model(source, **overrides)
+    model = load_model(source, max_params=args.max_params, **overrides)
     save_model(model, out)
     again = read_checkpoint(out)
     expected = model.state_dict()
@@ -164,6 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "named weights")
     info.add_argument("checkpoint", help="checkpoint file/directory, or a weight name")
     info.add_argument("--keys", action="store_true", help="list every tensor with its shape")
+    _add_max_params(info)
     info.set_defaults(func=_cmd_info)
 
     conv = subparsers.add_parser("convert", help="write any supported checkpoint as our "
@@ -178,4 +182,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--fusion", help="ActionCLIP fusion head for --arch actionclip")
     conv.add_argument("--allow-unverified", action="store_true",
                       help="allow downloading named weights without a published sha256")
+    _add_max_params(conv)
     conv.set_defaults(func=_cmd_convert)
+
+
+def _add_max_params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-params", type=float, metavar="N",
+        help="refuse model configs of more than N parameters (default $CLAVER_MAX_PARAMS or "
+             "2e9: a guard against files whose config describes a model that would exhaust "
+             "memory)")

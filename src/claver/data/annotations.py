@@ -12,7 +12,10 @@ Formats read here, all UTF-8 (a BOM is ignored) with LF or CRLF line ends:
   quoted field, comma or space separated) or ``path,3,7``; an optional header whose label
   column is named ``label``/``labels``/``class``/...; ``#`` rows skipped.
 
-Every problem raises :class:`AnnotationError` naming the file, the line, the value and a fix.
+Every problem raises :class:`AnnotationError` naming the file, the line, the value (cut to
+200 characters) and a fix: also text that is not UTF-8, a CSV field longer than Python's
+``csv.field_size_limit()`` (128 KiB), and a quoted CSV field running over several lines (an
+unclosed quote would otherwise merge the rows after it into one class).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import os
 import posixpath
 import random
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from claver.fileio import FileFormatError, atomic_write_text, read_text, short_repr
 
 PathLike = str | os.PathLike
 
@@ -52,7 +56,7 @@ class AnnotationError(ValueError):
         self.line = line
         self.value = value
         where = f"{self.path}, line {line}" if line > 0 else self.path
-        super().__init__(f"{where}: {problem}: {value!r}. Fix: {fix}")
+        super().__init__(f"{where}: {problem}: {short_repr(value)}. Fix: {fix}")
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,12 @@ class VideoEntry:
 
 
 def _read_text(path: PathLike) -> str:
-    """Whole file as text: UTF-8, BOM dropped, universal newlines kept for csv."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return f.read()
+    """Whole file as text: UTF-8, BOM dropped, line ends kept for csv."""
+    try:
+        return read_text(path)
+    except FileFormatError as e:
+        raise AnnotationError(path, e.line, "not UTF-8 text", e.value,
+                              "save the file as UTF-8") from None
 
 
 def _split_lines(text: str) -> list[str]:
@@ -88,27 +95,63 @@ def _split_lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _atomic_write(path: PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no half files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_atomic_write = atomic_write_text  # the name prompts.formats imports
+
+
+def _line_of(text: str, line: int) -> str:
+    return text.split("\n", line)[line - 1][:80] if line > 0 else ""
+
+
+def _check_last_record(text: str, path: PathLike) -> None:
+    """A file ending inside a quoted field (no line end after the quote was opened): the
+    lenient reader keeps the field; refuse it like any other unclosed quote."""
+    if not text or text.endswith(("\n", "\r")):
+        return  # an unclosed quote before a line end is caught as a field spanning lines
+    start = text.count("\n") + 1  # the last line: the record that reached the end
+    tail = text[text.rfind("\n") + 1:]
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        list(csv.reader([tail], skipinitialspace=True, strict=True))
+    except csv.Error as e:
+        if "end of data" not in str(e):
+            return  # other strict-mode complaints are not ours to raise
+        raise AnnotationError(path, start, "the file ends inside a quoted field: the quote "
+                              f"opened on line {start} is never closed", tail[:80],
+                              "close the quote on that line") from None
 
 
-def _csv_rows(text: str) -> Iterable[tuple[int, list[str]]]:
-    """``(first line number, fields)`` for every CSV record (blank records included)."""
+def _csv_rows(text: str, path: PathLike) -> Iterable[tuple[int, list[str]]]:
+    """``(first line number, fields)`` for every CSV record (blank records included).
+
+    A record is one line: a quoted field that runs into the next line (an unclosed quote,
+    which would silently merge the following rows) and a field longer than
+    ``csv.field_size_limit()`` are AnnotationErrors naming the line where the record began.
+    """
     reader = csv.reader(io.StringIO(text), skipinitialspace=True)
     previous = 0
-    for row in reader:
-        yield previous + 1, row
+    while True:
+        start = previous + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            _check_last_record(text, path)
+            return
+        except csv.Error as e:
+            if "field limit" not in str(e):
+                raise AnnotationError(path, start, f"unreadable CSV record ({e})",
+                                      _line_of(text, start),
+                                      "fix the quoting on that line") from None
+            raise AnnotationError(
+                path, start, f"a field runs past {csv.field_size_limit():,} characters "
+                f"(read up to line {reader.line_num})", _line_of(text, start),
+                f"close the quote opened on line {start} (an unclosed quote swallows the lines "
+                "after it), or shorten the field") from None
+        if any("\n" in field or "\r" in field for field in row):
+            raise AnnotationError(
+                path, start, f"a quoted field runs from line {start} to line {reader.line_num}: "
+                f"the quote opened on line {start} is not closed on that line",
+                _line_of(text, start), 'close the quote on the same line (write "" for a quote '
+                "inside a quoted field); a field cannot span lines")
+        yield start, row
         previous = reader.line_num
 
 
@@ -124,7 +167,7 @@ def read_labels(path: PathLike) -> list[str]:
     names: dict[int, tuple[str, int]] = {}
     lines_of_names: dict[str, int] = {}
     first = True
-    for line, row in _csv_rows(_read_text(path)):
+    for line, row in _csv_rows(_read_text(path), path):
         if _is_skipped(row):
             continue
         fields = [field.strip() for field in row]
@@ -180,11 +223,12 @@ def write_labels(names: Sequence[str], path: PathLike) -> Path:
     seen: dict[str, int] = {}
     for class_id, name in enumerate(names):
         if not name.strip() or name.strip() != name or "\n" in name or "\r" in name:
-            raise ValueError(f"class {class_id} name {name!r} is empty or has surrounding "
-                             "whitespace or a line break; give it a clean, non-empty name")
+            raise ValueError(f"class {class_id} name {short_repr(name)} is empty or has "
+                             "surrounding whitespace or a line break; give it a clean, "
+                             "non-empty name")
         if name in seen:
             raise ValueError(
-                f"class name {name!r} is used by ids {seen[name]} and {class_id}; "
+                f"class name {short_repr(name)} is used by ids {seen[name]} and {class_id}; "
                 "class names must be unique"
             )
         seen[name] = class_id
@@ -239,7 +283,7 @@ def _parse_plain_line(path: PathLike, line: int, text: str) -> tuple[str, list[s
 
 def _parse_csv_list(text: str, path: PathLike) -> Iterable[tuple[int, str, list[str]]]:
     first = True
-    for line, row in _csv_rows(text):
+    for line, row in _csv_rows(text, path):
         if _is_skipped(row):
             continue
         fields = [field.strip() for field in row]
@@ -289,10 +333,11 @@ def _list_line(entry: VideoEntry, path: PathLike, as_csv: bool) -> str:
         raise ValueError(f"{video} has no label; every entry written to {path} needs one")
     bad_chars = "\r\n" if as_csv else "\r\n\t"
     if not video.strip() or video.strip() != video or any(c in video for c in bad_chars):
-        raise ValueError(f"cannot write path {video!r} to {path}: empty, surrounding "
+        raise ValueError(f"cannot write path {short_repr(video)} to {path}: empty, surrounding "
                          "whitespace, a tab or a line break; rename the file")
     if video.startswith("#"):
-        raise ValueError(f"cannot write path {video!r} to {path}: it would read as a comment; "
+        raise ValueError(f"cannot write path {short_repr(video)} to {path}: it would read as a "
+                         "comment; "
                          "rename the file or prefix it with './'")
     labels = [str(int(label)) for label in entry.labels]
     if as_csv:
@@ -414,7 +459,7 @@ def convert_kinetics(
     rows: list[tuple[str, str, str, int]] = []  # split, label, name, line
     for path in files:
         columns: dict[str, int] | None = None
-        for line, row in _csv_rows(_read_text(path)):
+        for line, row in _csv_rows(_read_text(path), path):
             if _is_skipped(row):
                 continue
             fields = [field.strip() for field in row]
@@ -516,7 +561,8 @@ def convert_ucf101(
                                           parts[1], "use ids from classInd.txt")
                 if from_folder is not None and from_folder != label:
                     raise AnnotationError(
-                        path, line, f"id {parts[1]} is {classes[label]!r} but the folder is",
+                        path, line, f"id {parts[1]} is {short_repr(classes[label])} but the "
+                        "folder is",
                         folder, "fix the id or the folder so they name the same class",
                     )
             elif from_folder is None:

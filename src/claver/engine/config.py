@@ -8,6 +8,11 @@ Keys are upper case, as in the papers' configs. A YAML file may list ``BASE: [ot
 
 Unknown keys and values of the wrong type are errors that name the key, the file and the
 closest valid key. ``save_config`` writes the resolved config next to every run.
+
+Files are read bounded (:data:`claver.fileio.MAX_CONFIG_BYTES`, at most
+:data:`MAX_CONFIG_FILES` files through ``BASE``, no cycles) with the safe YAML loader and
+without aliases (``*name``), so a config costs what its bytes say; error messages quote
+values cut to 200 characters.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 import yaml
 
 from claver.data.video_source import DecodeLimits
+from claver.fileio import FileFormatError, parse_yaml, read_yaml, short_repr
+from claver.models.config import MAX_FRAMES, MAX_IMAGE_SIZE, get_config
 
 _LIMITS = DecodeLimits()  # the reader's defaults, so config and library agree
 
@@ -138,7 +145,25 @@ MINIMUMS = {
     "DATA.MAX_PACKETS": (1, "packets per video stream"),
     "DATA.DECODE_TIMEOUT": (0, "seconds per video; 0 turns the deadline off"),
     "DATA.LOADER_TIMEOUT": (0, "seconds per batch; 0 waits forever"),
+    "DATA.NUM_FRAMES": (1, "frames per clip"),
+    "DATA.INPUT_SIZE": (1, "pixels per side of the model input"),
+    "DATA.FRAME_INTERVAL": (1, "frames between samples in clip mode"),
+    "DATA.NUM_WORKERS": (0, "loader processes; 0 reads in the main process"),
+    "TRAIN.BATCH_SIZE": (1, "videos per device and step"),
+    "TRAIN.TEXT_ROWS": (1, "text rows drawn per step"),
+    "TEST.BATCH_SIZE": (1, "videos per device and step"),
+    "TEST.NUM_CLIPS": (1, "clips per test video"),
 }
+
+# Upper bounds (the model's own limits, so a config cannot ask for a model the factory
+# refuses only after the data are set up).
+MAXIMUMS = {
+    "DATA.NUM_FRAMES": MAX_FRAMES,
+    "DATA.INPUT_SIZE": MAX_IMAGE_SIZE,
+}
+
+MAX_CONFIG_FILES = 32  # files one config may read through BASE (itself included)
+MAX_BASE_NAME = 1024  # characters of one BASE entry
 
 
 class ConfigError(ValueError):
@@ -181,7 +206,8 @@ def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"{where}: {key} must be {getattr(kind, '__name__', kind)}, "
-                      f"got {value!r}")
+                      f"got {short_repr(value)}; e.g. {key}: {short_repr(_default(key))} "
+                      "(the default)")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -193,9 +219,10 @@ def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
     head, _, rest = key.partition(".")
     fields = _fields(cfg)
     if head not in fields:
-        close = difflib.get_close_matches(head, list(fields), n=1)
+        shown = head if len(head) <= 80 else head[:77] + "..."
+        close = difflib.get_close_matches(shown, list(fields), n=1)
         hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-        raise ConfigError(f"{where}: unknown key {prefix}{head}{hint} "
+        raise ConfigError(f"{where}: unknown key {prefix}{shown}{hint} "
                           f"(valid: {', '.join(prefix + f for f in fields)})")
     current = getattr(cfg, head)
     if dataclasses.is_dataclass(current):
@@ -203,46 +230,82 @@ def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
             _set(current, rest, value, where, f"{prefix}{head}.")
             return
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {prefix}{head} is a section, got {value!r}")
+            raise ConfigError(f"{where}: {prefix}{head} is a section (KEY: value lines), "
+                              f"got {short_repr(value)}")
         for k, v in value.items():
             _set(current, str(k), v, where, f"{prefix}{head}.")
         return
     if rest:
-        raise ConfigError(f"{where}: {prefix}{head} has no sub-key {rest!r}")
+        raise ConfigError(f"{where}: {prefix}{head} has no sub-key {short_repr(rest)}")
     full = prefix + head
     value = _coerce(value, _hints(type(cfg))[head], full, where)
     if full in CHOICES and value not in CHOICES[full]:
-        raise ConfigError(f"{where}: {full} must be one of {CHOICES[full]}, got {value!r}")
+        raise ConfigError(f"{where}: {full} must be one of {CHOICES[full]}, got "
+                          f"{short_repr(value)}")
     if full in MINIMUMS:
         _check_minimum(full, value, where)
+    if full == "MODEL.ARCH":
+        try:  # a known name, checked now (cheap) rather than when the model is built
+            get_config(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: MODEL.ARCH: {e}") from None
     setattr(cfg, head, value)
+
+
+def _default(key: str) -> Any:
+    node: Any = Config()
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def _check_minimum(key: str, value: float, where: str) -> None:
     low, meaning = MINIMUMS[key]
-    if not (math.isfinite(value) and value >= low):
-        default = getattr(DataConfig(), key.partition(".")[2])
-        raise ConfigError(f"{where}: {key} must be a finite number >= {low} ({meaning}), got "
-                          f"{value!r}; e.g. {key}={default} (the default)")
+    high = MAXIMUMS.get(key, math.inf)
+    if not (math.isfinite(value) and low <= value <= high):
+        bound = f">= {low}" if high == math.inf else f"from {low} to {high}"
+        raise ConfigError(f"{where}: {key} must be a finite number {bound} ({meaning}), got "
+                          f"{short_repr(value)}; e.g. {key}={_default(key)} (the default)")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+def _bases(data: dict, path: Path) -> list[str]:
+    bases = data.pop("BASE", None)
+    if bases is None:
+        return []
+    items = [bases] if isinstance(bases, str) else bases
+    if not isinstance(items, list) or not all(
+            isinstance(b, str) and b.strip() and len(b) <= MAX_BASE_NAME for b in items):
+        raise ConfigError(f"{path}: BASE must be a file name or a list of file names (relative "
+                          f"to this file), got {short_repr(bases)}; e.g. BASE: [../base.yaml]")
+    return items
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (),
+               count: list[int] | None = None) -> list[tuple[dict, str]]:
     """The YAML layers of ``path`` in application order (bases first)."""
+    count = [0] if count is None else count
     path = path.resolve()
     if path in seen:
-        raise ConfigError(f"{path}: BASE cycle through {' -> '.join(str(p) for p in seen)}")
+        chain = " -> ".join(str(p) for p in seen)
+        chain = chain if len(chain) <= 600 else "... -> " + chain[-593:]
+        raise ConfigError(f"{path}: BASE cycle through {chain}; remove the BASE entry that "
+                          "leads back")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    count[0] += 1
+    if count[0] > MAX_CONFIG_FILES:
+        raise ConfigError(f"{path}: the BASE chain reads more than {MAX_CONFIG_FILES} files; "
+                          "list each base once and keep the chain short")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        data = read_yaml(path, what="config") or {}
+    except FileFormatError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    bases = data.pop("BASE", []) or []
+        raise ConfigError(f"{path}: expected a mapping at the top level (KEY: value lines), got "
+                          f"{type(data).__name__}")
     layers: list[tuple[dict, str]] = []
-    for base in [bases] if isinstance(bases, str) else bases:
-        layers += _read_yaml(path.parent / base, (*seen, path))
+    for base in _bases(data, path):
+        layers += _read_yaml(path.parent / base, (*seen, path), count)
     return layers + [(data, str(path))]
 
 
@@ -258,8 +321,13 @@ def parse_overrides(opts: list[str]) -> list[tuple[str, Any]]:
             key, raw = item, opts[i + 1]
             i += 2
         else:
-            raise ConfigError(f"override {item!r} has no value; use KEY VALUE or KEY=VALUE")
-        pairs.append((key, yaml.safe_load(raw) if raw != "" else ""))
+            raise ConfigError(f"override {short_repr(item)} has no value; use KEY VALUE or "
+                              "KEY=VALUE")
+        try:
+            value = parse_yaml(raw, f"command line {short_repr(key)}") if raw != "" else ""
+        except FileFormatError as e:
+            raise ConfigError(str(e)) from None
+        pairs.append((key, value))
     return pairs
 
 

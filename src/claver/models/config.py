@@ -7,8 +7,12 @@ expect), so a checkpoint that stores ``ModelConfig.to_dict()`` rebuilds its mode
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from claver.fileio import short_repr
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -71,24 +75,7 @@ class ModelConfig:
     std: tuple[float, float, float] = CLIP_STD
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.arch == "claver" and self.mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
-        if self.arch == "actionclip" and self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
-        v = self.vision
-        if v.image_size % v.patch_size:
-            raise ValueError(
-                f"image_size {v.image_size} is not a multiple of patch_size {v.patch_size}"
-            )
-        for name, tower in (("vision", v), ("text", self.text)):
-            if tower.width % tower.heads:
-                raise ValueError(
-                    f"{name} width {tower.width} is not divisible by heads {tower.heads}"
-                )
+        validate(self)
         # Normalise list inputs (from JSON/YAML) to tuples so the config stays hashable.
         object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
         object.__setattr__(self, "std", tuple(float(x) for x in self.std))
@@ -124,15 +111,183 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"model config has unknown field(s) {sorted(unknown)}")
-        data["vision"] = VisionConfig(**data.get("vision", {}))
-        data["text"] = TextConfig(**data.get("text", {}))
+    def from_dict(cls, data: Any) -> ModelConfig:
+        """The config ``to_dict`` wrote (e.g. read back from JSON); every field is checked
+        (:class:`ModelConfigError` names the field, the value and the fix)."""
+        data = _known_fields(data, cls, "model config")
+        for tower, kind in (("vision", VisionConfig), ("text", TextConfig)):
+            data[tower] = kind(**_known_fields(data.get(tower, {}), kind, tower))
         return cls(**data)
+
+
+# ----------------------------------------------------------------------------- validation
+# Bounds on every field, checked before anything is built: far above every released model
+# (ViT-L/14@336px: width 1024, 24 layers, 577 tokens per frame), far below what exhausts a
+# machine. The parameter count (arithmetic on the config) has its own limit, see
+# :func:`check_size`.
+MAX_WIDTH = 8192  # vision.width, text.width, embed_dim
+MAX_LAYERS = 128  # vision.layers, text.layers, temporal_layers, fusion_layers
+MAX_IMAGE_SIZE = 1024
+MAX_GRID = 64  # patches per side: at most 64 x 64 + 1 tokens per frame
+MAX_FRAMES = 256
+MAX_CONTEXT = 1024  # text tokens
+MAX_VOCAB = 1 << 20
+DEFAULT_MAX_PARAMS = 2_000_000_000
+MAX_PARAMS_ENV = "CLAVER_MAX_PARAMS"
+
+
+class ModelConfigError(ValueError):
+    """A model config field of the wrong type or out of range, or a model over the size limit.
+
+    The message names the field, the value and the fix; readers of files prefix the file.
+    """
+
+
+def _known_fields(data: Any, cls: type, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{what} must be a mapping of field -> value, got "
+                               f"{short_repr(data)}; write it as {{\"field\": value, ...}}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [str(k) for k in data if k not in known]
+    if unknown:
+        raise ModelConfigError(f"{what} has unknown field(s) {short_repr(sorted(unknown))}; "
+                               f"valid: {', '.join(known)}")
+    return dict(data)
+
+
+def _int(name: str, value: Any, low: int, high: int, example: int | None = None) -> int:
+    ok_type = isinstance(value, int) and not isinstance(value, bool)
+    if not ok_type or not low <= value <= high:
+        problem = "must be a whole number" if not ok_type else "is out of range: it must be"
+        hint = f" (e.g. {example})" if example is not None else ""
+        raise ModelConfigError(
+            f"model config field {name} {problem} from {low} to {high}, got "
+            f"{short_repr(value)}; write {name} as a number in that range{hint}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ModelConfigError(f"{name} must be one of {choices}, got {short_repr(value)}")
+
+
+def _triple(name: str, value: Any, positive: bool) -> None:
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        and (x > 0 or not positive) for x in value)
+    if not ok:
+        kind = "positive" if positive else "finite"
+        raise ModelConfigError(f"model config field {name} must be 3 {kind} numbers (one per "
+                               f"RGB channel), got {short_repr(value)}; write it as 3 "
+                               f"numbers, e.g. {name}: {list(CLIP_STD if positive else CLIP_MEAN)}")
+
+
+def _heads(name: str, heads: Any, width: int) -> None:
+    _int(name, heads, 1, width, max(1, width // 64))
+    if width % heads:
+        raise ModelConfigError(f"model config field {name} = {heads} does not divide the width "
+                               f"{width}; use a divisor of {width} (CLIP uses width / 64)")
+
+
+def validate(config: ModelConfig) -> None:
+    """Check every field of ``config`` (types, ranges, divisibility); ModelConfigError."""
+    _choice("arch", config.arch, ARCHS)
+    _choice("mask", config.mask, MASKS)
+    _choice("fusion", config.fusion, FUSIONS)
+    for tower, kind in (("vision", VisionConfig), ("text", TextConfig)):
+        if not isinstance(getattr(config, tower), kind):
+            raise ModelConfigError(f"model config field {tower} must be a {kind.__name__}, got "
+                                   f"{short_repr(getattr(config, tower))}")
+    v, t = config.vision, config.text
+    _int("embed_dim", config.embed_dim, 1, MAX_WIDTH, 512)
+    _int("num_frames", config.num_frames, 1, MAX_FRAMES, 8)
+    _int("vision.image_size", v.image_size, 1, MAX_IMAGE_SIZE, 224)
+    _int("vision.patch_size", v.patch_size, 1, v.image_size, 16)
+    if v.image_size % v.patch_size:
+        raise ModelConfigError(f"model config: vision.image_size {v.image_size} is not a "
+                               f"multiple of patch_size {v.patch_size}; make it one (e.g. 224/16)")
+    if v.grid > MAX_GRID:
+        raise ModelConfigError(
+            f"model config: vision.image_size / patch_size = {v.grid} patches per side, more "
+            f"than {MAX_GRID}; use a larger patch_size or a smaller image_size")
+    for name, tower in (("vision", v), ("text", t)):
+        _int(f"{name}.width", tower.width, 1, MAX_WIDTH, 768 if name == "vision" else 512)
+        _int(f"{name}.layers", tower.layers, 1, MAX_LAYERS, 12)
+        _heads(f"{name}.heads", tower.heads, tower.width)
+    _int("text.context_length", t.context_length, 1, MAX_CONTEXT, 77)
+    _int("text.vocab_size", t.vocab_size, 1, MAX_VOCAB, 49408)
+    if config.temporal_layers is not None:
+        _int("temporal_layers", config.temporal_layers, 0, MAX_LAYERS, 4)
+    _int("fusion_layers", config.fusion_layers, 0, MAX_LAYERS, 6)
+    if config.fusion_heads is not None:
+        _int("fusion_heads", config.fusion_heads, 1, config.embed_dim, 8)
+    if config.arch == "actionclip" and config.fusion in ("Transf", "Transf_cls"):
+        _heads("fusion_heads", config.num_fusion_heads, config.embed_dim)
+    _triple("mean", config.mean, positive=False)
+    _triple("std", config.std, positive=True)
+
+
+def _block(width: int) -> int:
+    """Parameters of one CLIP block: attention (4 w^2 + 4 w), MLP (8 w^2 + 5 w), 2 LayerNorms."""
+    return 12 * width * width + 13 * width
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameters of the model ``config`` describes, by arithmetic (nothing is built)."""
+    v, t, e = config.vision, config.text, config.embed_dim
+    vw, tw = v.width, t.width
+    vision = (3 * v.patch_size**2 * vw + vw + v.num_tokens * vw + 4 * vw
+              + v.layers * _block(vw) + vw * e)
+    text = (t.vocab_size * tw + t.context_length * tw + t.layers * _block(tw) + 2 * tw
+            + tw * e + 1)  # + logit_scale
+    extra = 0
+    if config.arch == "claver":
+        extra = config.num_frames * vw + config.num_temporal_layers * _block(vw)
+    elif config.arch == "actionclip":
+        frames, layers = config.num_frames, config.fusion_layers
+        extra = {
+            "meanP": 0,
+            "Conv1D": 3 * e,
+            "LSTM": 8 * e * e + 8 * e,
+            "Transf": frames * e + layers * _block(e),
+            # torch encoder layers: attention, a 2048-wide feed-forward, 2 norms; final norm
+            "Transf_cls": (frames + 2) * e + layers * (4 * e * e + 4105 * e + 2048) + 2 * e,
+        }[config.fusion]
+    return vision + text + extra
+
+
+def max_params(override: int | float | None = None) -> int:
+    """The parameter limit: ``override`` if given, else ``$CLAVER_MAX_PARAMS``, else
+    :data:`DEFAULT_MAX_PARAMS` (2e9)."""
+    raw: Any = override
+    where = "max_params"
+    if raw is None:
+        raw, where = os.environ.get(MAX_PARAMS_ENV), MAX_PARAMS_ENV
+        if not raw:
+            return DEFAULT_MAX_PARAMS
+    try:
+        value = float(raw)
+        if isinstance(raw, bool) or not math.isfinite(value) or value < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ModelConfigError(f"{where} must be a positive number of parameters (e.g. 5e9), "
+                               f"got {short_repr(raw)}") from None
+    return int(value)
+
+
+def check_size(config: ModelConfig, limit: int | float | None = None,
+               source: str = "model config") -> int:
+    """The parameter count of ``config``; ModelConfigError when it is over the limit
+    (``limit``, else ``$CLAVER_MAX_PARAMS``, else 2e9)."""
+    count = count_parameters(config)
+    allowed = max_params(limit)
+    if count > allowed:
+        raise ModelConfigError(
+            f"{source} describes a model of {count:,} parameters ({count / 1e9:.2f}B), over "
+            f"the limit of {allowed:,} that guards against configs that would exhaust memory; "
+            f"if you mean it, pass max_params={count} (CLI: --max-params {count}) or set "
+            f"{MAX_PARAMS_ENV}={count}")
+    return count
 
 
 def _vit(image_size: int, patch: int, width: int, layers: int) -> VisionConfig:
@@ -176,7 +331,7 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
         arch, _, backbone = name.lower().partition("-")
         if arch not in ARCHS or backbone not in BACKBONES:
             raise ValueError(
-                f"unknown model name {name!r}; expected one of {model_names()} "
+                f"unknown model name {short_repr(name)}; expected one of {model_names()} "
                 f"or an OpenAI name {list(OPENAI_NAMES)}"
             )
     embed_dim, vision, text = BACKBONES[backbone]

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from claver.fileio import short_repr
 from claver.models.clip import CLIP
-from claver.models.config import BACKBONES, OPENAI_NAMES, ModelConfig, get_config, model_names
+from claver.models.config import (
+    BACKBONES,
+    OPENAI_NAMES,
+    ModelConfig,
+    check_size,
+    get_config,
+    model_names,
+)
 from claver.weights.formats import Checkpoint, CheckpointError, describe, read_checkpoint
 
 # Parameters a CLIP-only checkpoint cannot provide: initialised fresh when it is loaded into a
@@ -19,8 +28,17 @@ from claver.weights.formats import Checkpoint, CheckpointError, describe, read_c
 NEW_PARTS = ("visual.temporal_embedding", "visual.transformer_t.", "fusion.")
 
 
-def build_model(config: ModelConfig) -> CLIP:
-    """A randomly initialised model for ``config`` (CLIP, CLAVER or ActionCLIP)."""
+def build_model(config: ModelConfig, *, max_params: int | float | None = None) -> CLIP:
+    """A randomly initialised model for ``config`` (CLIP, CLAVER or ActionCLIP).
+
+    Refuses (``ModelConfigError``) a config of more than ``max_params`` parameters (default
+    ``$CLAVER_MAX_PARAMS`` or 2e9), counted before anything is allocated.
+    """
+    check_size(config, max_params)
+    return _construct(config)
+
+
+def _construct(config: ModelConfig) -> CLIP:
     if config.arch == "claver":
         from claver.models.claver import CLAVER
 
@@ -73,22 +91,28 @@ def _fmt_keys(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_weights(model: CLIP, ckpt: Checkpoint, *, allow_new_parts: bool = False) -> list[str]:
-    """Load ``ckpt`` into ``model`` strictly; returns the keys initialised fresh.
+def _meta_shapes(config: ModelConfig) -> dict[str, torch.Size]:
+    """Parameter shapes of the model ``config`` describes, built on the meta device (no
+    memory is allocated for the values)."""
+    with torch.device("meta"):
+        model = _construct(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
 
-    ``allow_new_parts``: a CLIP-only checkpoint may leave the temporal / fusion parameters
-    (:data:`NEW_PARTS`) at their initialisation. Anything else missing, unexpected or of the
-    wrong shape raises :class:`CheckpointError` listing the keys.
-    """
-    sd = dict(ckpt.state_dict)
-    adapt_frames(sd, model.config, ckpt.source)
-    expected = model.state_dict()
+
+_FIT_FIX = ("Use claver.load_model(path) to build the architecture the checkpoint describes, or "
+            "pass matching options (model name, num_frames, fusion, mask).")
+
+
+def _check_fit(expected: Mapping[str, torch.Size], sd: Mapping[str, torch.Tensor],
+               ckpt: Checkpoint, config: ModelConfig, allow_new_parts: bool,
+               fix: str = _FIT_FIX) -> list[str]:
+    """The keys initialised fresh; CheckpointError when ``sd`` does not fit ``expected``."""
     missing = [k for k in expected if k not in sd]
     fresh = [k for k in missing if allow_new_parts and k.startswith(NEW_PARTS)]
     missing = [k for k in missing if k not in fresh]
     unexpected = [k for k in sd if k not in expected]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sd if k in expected and sd[k].shape != expected[k].shape]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs model {tuple(expected[k])}"
+                  for k in sd if k in expected and sd[k].shape != expected[k]]
     if missing or unexpected or mismatched:
         problems = []
         if missing:
@@ -99,13 +123,43 @@ def load_weights(model: CLIP, ckpt: Checkpoint, *, allow_new_parts: bool = False
             problems.append(f"{len(mismatched)} shape mismatch(es): {_fmt_keys(mismatched, 4)}")
         raise CheckpointError(
             f"{ckpt.source} ({ckpt.format} format, looks like {describe(ckpt.config)}) does not "
-            f"fit the requested {describe(model.config)}: " + "; ".join(problems)
-            + ". Use claver.load_model(path) to build the architecture the checkpoint "
-            "describes, or pass matching options (model name, num_frames, fusion, mask).")
+            f"fit the requested {describe(config)}: " + "; ".join(problems) + ". " + fix)
+    return fresh
+
+
+def _copy_in(model: CLIP, sd: Mapping[str, torch.Tensor]) -> None:
     dtype = model.dtype
     model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
                            for k, v in sd.items()}, strict=False)
+
+
+def load_weights(model: CLIP, ckpt: Checkpoint, *, allow_new_parts: bool = False) -> list[str]:
+    """Load ``ckpt`` into ``model`` strictly; returns the keys initialised fresh.
+
+    ``allow_new_parts``: a CLIP-only checkpoint may leave the temporal / fusion parameters
+    (:data:`NEW_PARTS`) at their initialisation. Anything else missing, unexpected or of the
+    wrong shape raises :class:`CheckpointError` listing the keys.
+    """
+    sd = dict(ckpt.state_dict)
+    adapt_frames(sd, model.config, ckpt.source)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    fresh = _check_fit(expected, sd, ckpt, model.config, allow_new_parts)
+    _copy_in(model, sd)
     return fresh
+
+
+def _build_loaded(ckpt: Checkpoint, config: ModelConfig, max_params: int | float | None,
+                  source: str, fix: str = _FIT_FIX) -> CLIP:
+    """``config``'s model with ``ckpt``'s weights; size and fit are checked before the model
+    is allocated, so a small file describing a huge model costs nothing."""
+    check_size(config, max_params, source)
+    sd = dict(ckpt.state_dict)
+    adapt_frames(sd, config, ckpt.source)
+    allow_new_parts = ckpt.config.arch == "clip"
+    _check_fit(_meta_shapes(config), sd, ckpt, config, allow_new_parts, fix)
+    model = _construct(config)
+    _copy_in(model, sd)
+    return model
 
 
 def _warn_notes(ckpt: Checkpoint, overrides: dict[str, Any]) -> None:
@@ -135,42 +189,50 @@ def openai_weights(config: ModelConfig, cache_dir: str | Path | None = None) -> 
 
 
 def create_model(name: str, *, pretrained: str | Path | None = None,
-                 cache_dir: str | Path | None = None, **overrides: Any) -> CLIP:
+                 cache_dir: str | Path | None = None, max_params: int | float | None = None,
+                 **overrides: Any) -> CLIP:
     """Build a named model, optionally with weights.
 
     ``name``: e.g. ``claver-vit-b16``, ``actionclip-vit-b32``, ``clip-vit-l14``, ``ViT-B/32``,
     ``claver-tiny`` (see :func:`list_models`). ``overrides``: :class:`ModelConfig` fields
     (``num_frames=16``, ``mask="kmct"``, ``fusion="Transf"``). ``pretrained``: ``"openai"``
     (OpenAI CLIP weights, downloaded once and verified; temporal/fusion parts initialised
-    fresh) or a path to any supported checkpoint.
+    fresh) or a path to any supported checkpoint. Every option is validated and the
+    parameter count checked against ``max_params`` (default ``$CLAVER_MAX_PARAMS`` or 2e9)
+    before anything is downloaded or built.
     """
     config = get_config(name, **overrides)
-    ckpt = None
-    if pretrained is not None:  # fetch/read weights first: fail fast, before building
-        path = openai_weights(config, cache_dir) if str(pretrained) == "openai" else pretrained
-        ckpt = read_checkpoint(path)
-    model = build_model(config)
-    if ckpt is not None:
-        load_weights(model, ckpt, allow_new_parts=ckpt.config.arch == "clip")
-    return model
+    check_size(config, max_params, f"model {name!r}")
+    if pretrained is None:
+        return _construct(config)
+    # fetch/read weights first and check they fit: fail fast, before building
+    path = openai_weights(config, cache_dir) if str(pretrained) == "openai" else pretrained
+    return _build_loaded(read_checkpoint(path), config, max_params, f"model {name!r}")
 
 
-def load_model(path: str | Path, **overrides: Any) -> CLIP:
+def load_model(path: str | Path, *, max_params: int | float | None = None,
+               **overrides: Any) -> CLIP:
     """Load any supported checkpoint, building the architecture it describes.
 
     ``overrides`` change the config read from the checkpoint: ``num_frames=16``
     (interpolates the temporal embedding, with a warning), ``arch="claver"`` to put a CLIP
     checkpoint under a CLAVER model (temporal parts initialised fresh), ``mask="kmct"``.
+    The config is validated when the file is read; the model it describes must stay under
+    ``max_params`` parameters (default ``$CLAVER_MAX_PARAMS`` or 2e9) and the file must hold
+    its weights, both checked before the model is allocated.
     """
     ckpt = read_checkpoint(path)
     _warn_notes(ckpt, overrides)
     try:
         config = ckpt.config.replace(**overrides)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot apply options {overrides}: {e}") from None
-    model = build_model(config)
-    load_weights(model, ckpt, allow_new_parts=ckpt.config.arch == "clip")
-    return model
+        raise CheckpointError(f"{path}: cannot apply options {short_repr(overrides)}: "
+                              f"{e}") from None
+    fix = (f"Drop or change the options {short_repr(overrides)}." if overrides else
+           "The file does not hold the weights its own model config describes: it is damaged "
+           "or was not written by claver; re-create it with `claver convert` from the "
+           "original weights.")
+    return _build_loaded(ckpt, config, max_params, f"{path}: the model config", fix)
 
 
 def save_model(model: CLIP, path: str | Path) -> Path:

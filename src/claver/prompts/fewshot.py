@@ -26,11 +26,9 @@ message) instead of the instruction/examples format.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -196,14 +194,15 @@ def _spec_from_entry(path: str, kind: str, entry: object) -> PromptSpec:
 
 def load_prompt_file(path: str | os.PathLike) -> dict[str, PromptSpec]:
     """Prompt specs by kind from a YAML or JSON file (see the module docstring)."""
-    import yaml
+    from claver.fileio import MAX_CONFIG_BYTES, FileFormatError, parse_json, parse_yaml, read_text
 
-    text = Path(path).read_text(encoding="utf-8-sig")
-    try:
-        data = json.loads(text) if str(path).lower().endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot parse the prompts file ({e}); write YAML or JSON "
-                         "mapping each kind to its prompt") from e
+    try:  # bounded, UTF-8, YAML without aliases: errors name the file and line
+        text = read_text(path, max_bytes=MAX_CONFIG_BYTES, what="prompts file")
+        parse = parse_json if str(path).lower().endswith(".json") else parse_yaml
+        data = parse(text, str(path))
+    except FileFormatError as e:
+        raise ValueError(f"{e} (cannot parse the prompts file: write YAML or JSON mapping each "
+                         "kind to its prompt)") from None
     if not isinstance(data, Mapping) or not data:
         raise ValueError(f"{path}: expected a mapping of kind -> prompt, got {data!r:.80}")
     specs = {}

@@ -20,7 +20,6 @@ set of ignored keys per format; everything else must match exactly.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,14 @@ from typing import Any
 
 import torch
 
-from claver.models.config import BACKBONES, ModelConfig, TextConfig, VisionConfig
+from claver.fileio import FileFormatError, parse_json, read_json, short_repr
+from claver.models.config import (
+    BACKBONES,
+    ModelConfig,
+    ModelConfigError,
+    TextConfig,
+    VisionConfig,
+)
 from claver.weights.safe_load import (
     CheckpointError,
     detect_container,
@@ -246,7 +252,7 @@ def _read_safetensors(path: Path) -> Checkpoint:
         meta = f.metadata() or {}
         sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     if meta.get("format") == "claver":
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
+        config = _stored_config(meta.get("config"), path, "its 'config' metadata")
         return Checkpoint("claver", sd, config, str(path), extra={"metadata": meta})
     if any(k.startswith(("vision_model.", "text_model.")) for k in sd):
         hf_config = path.with_name("config.json")
@@ -258,35 +264,81 @@ def _read_safetensors(path: Path) -> Checkpoint:
         f"supported formats: {', '.join(FORMATS)}")
 
 
+def _stored_config(raw: Any, path: Path, where: str) -> ModelConfig:
+    """Our stored model config (JSON text or a mapping), every field validated; errors are
+    CheckpointErrors naming the file, the field, the value and the fix."""
+    try:
+        data = parse_json(raw, f"{path} ({where})") if isinstance(raw, str) else raw
+        return ModelConfig.from_dict(data)
+    except FileFormatError as e:
+        raise CheckpointError(f"{e}; re-create the file with `claver convert` from the "
+                              "original weights") from None
+    except ModelConfigError as e:
+        raise CheckpointError(f"{path}: {where}: {e}") from None
+
+
+def _hf_heads(config_json: Path, weights: Path) -> dict[str, Any]:
+    """Attention heads from the Hugging Face ``config.json`` beside ``weights`` (only what we
+    use is checked: ``*_config.num_attention_heads`` and ``hidden_act``)."""
+    fix = f"fix it, or remove it to read {weights.name} with heads = width / 64"
+    try:
+        hf = read_json(config_json, what="config.json")
+    except FileFormatError as e:
+        raise CheckpointError(f"{e} (the config.json beside {weights.name}); {fix}") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{config_json}: expected a JSON object, got {short_repr(hf)}; "
+                              f"{fix}")
+    fields: dict[str, Any] = {}
+    acts = set()
+    for tower, key in (("vision", "vision_config"), ("text", "text_config")):
+        sub = hf.get(key) or {}
+        if not isinstance(sub, dict):
+            raise CheckpointError(f"{config_json}: {key} must be a JSON object, got "
+                                  f"{short_repr(sub)}; {fix}")
+        heads = sub.get("num_attention_heads")
+        if heads is not None:
+            if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+                raise CheckpointError(f"{config_json}: {key}.num_attention_heads must be a "
+                                      f"positive whole number, got {short_repr(heads)}; {fix}")
+            fields[tower] = {"heads": heads}
+        act = sub.get("hidden_act", "quick_gelu")
+        acts.add(act if isinstance(act, str) else short_repr(act))
+    if acts != {"quick_gelu"}:
+        raise CheckpointError(f"{config_json}: hidden_act {short_repr(sorted(acts))} is not CLIP's "
+                              "quick_gelu; only OpenAI-style CLIP checkpoints are supported")
+    return fields
+
+
+def _inferred(sd: Mapping[str, torch.Tensor], path: Path, **fields: Any) -> ModelConfig:
+    try:
+        return infer_config(sd, **fields)
+    except ModelConfigError as e:
+        raise CheckpointError(f"{path}: the tensor shapes describe an unsupported model: "
+                              f"{e}") from None
+
+
 def _from_hf(sd: StateDict, config_json: Path | None, path: Path) -> Checkpoint:
-    ours = convert_hf_clip(sd)
     notes: dict[str, str] = {}
     fields: dict[str, Any] = {}
-    cfg = infer_config(ours)
-    if config_json is not None:
-        hf = json.loads(config_json.read_text())
-        vh = hf.get("vision_config", {}).get("num_attention_heads")
-        th = hf.get("text_config", {}).get("num_attention_heads")
-        act = {hf.get(c, {}).get("hidden_act", "quick_gelu") for c in ("vision_config",
-                                                                       "text_config")}
-        if act != {"quick_gelu"}:
-            raise CheckpointError(f"{path}: hidden_act {sorted(act)} is not CLIP's quick_gelu; "
-                                  "only OpenAI-style CLIP checkpoints are supported")
-        if vh:
-            fields["vision"] = {"heads": int(vh)}
-        if th:
-            fields["text"] = {"heads": int(th)}
+    if config_json is not None:  # checked first: its errors name it, not the weights
+        fields = _hf_heads(config_json, path)
     else:
         notes["heads"] = "no config.json beside the weights: attention heads assumed width // 64"
+    ours = convert_hf_clip(sd)
+    cfg = _inferred(ours, path)
     if fields:
-        cfg = cfg.replace(**fields)
+        try:
+            cfg = cfg.replace(**fields)
+        except ModelConfigError as e:
+            raise CheckpointError(f"{config_json}: num_attention_heads do not fit the weights "
+                                  f"in {path.name}: {e}") from None
     return Checkpoint("hf-clip", _to_float(ours), cfg, str(path), notes)
 
 
 def _from_clip_layout(sd: Mapping[str, torch.Tensor], path: Path, fmt: str,
                       **fields: Any) -> Checkpoint:
     sd = _to_float({k: v for k, v in sd.items() if k not in _OPENAI_EXTRAS})
-    return Checkpoint(fmt, sd, infer_config(sd, **fields), str(path))
+    return Checkpoint(fmt, sd, _inferred(sd, path, **fields), str(path))
 
 
 def _find_mask_mode(node: Any) -> str | None:
@@ -305,7 +357,7 @@ def _find_mask_mode(node: Any) -> str | None:
 
 def _from_pickle(obj: Any, path: Path) -> Checkpoint:
     if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith("claver-train"):
-        config = ModelConfig.from_dict(obj["model_config"])
+        config = _stored_config(obj.get("model_config"), path, "its 'model_config' entry")
         return Checkpoint("claver", dict(obj["model"]), config, str(path),
                           extra={"epoch": obj.get("epoch"), "step": obj.get("step")})
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
@@ -313,10 +365,10 @@ def _from_pickle(obj: Any, path: Path) -> Checkpoint:
         fusion_sd, fusion = convert_actionclip_fusion(obj.get("fusion_model_state_dict") or {})
         sd = {**clip, **fusion_sd}
         fields: dict[str, Any] = {"arch": "actionclip", "fusion": fusion}
-        ckpt = _from_clip_layout(sd, path, "actionclip-original", **fields)
         if "fusion.pos_embed" in sd:
-            ckpt.config = ckpt.config.replace(num_frames=sd["fusion.pos_embed"].shape[1] - 1)
-        else:
+            fields["num_frames"] = sd["fusion.pos_embed"].shape[1] - 1
+        ckpt = _from_clip_layout(sd, path, "actionclip-original", **fields)
+        if "fusion.pos_embed" not in sd:
             ckpt.notes["num_frames"] = ("the original ActionCLIP format does not record the number"
                                         " of frames: assuming 8 (pass num_frames=... to change)")
         ckpt.extra = {"epoch": obj.get("epoch")}
