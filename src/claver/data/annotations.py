@@ -81,7 +81,7 @@ class VideoEntry:
 # --------------------------------------------------------------------------- text helpers
 
 
-def _read_text(path: PathLike) -> str:
+def read_annotation_text(path: PathLike) -> str:
     """Whole file as text: UTF-8, BOM dropped, line ends kept for csv."""
     try:
         return read_text(path)
@@ -95,7 +95,6 @@ def _split_lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-_atomic_write = atomic_write_text  # the name prompts.formats imports
 
 
 def _line_of(text: str, line: int) -> str:
@@ -167,7 +166,7 @@ def read_labels(path: PathLike) -> list[str]:
     names: dict[int, tuple[str, int]] = {}
     lines_of_names: dict[str, int] = {}
     first = True
-    for line, row in _csv_rows(_read_text(path), path):
+    for line, row in _csv_rows(read_annotation_text(path), path):
         if _is_skipped(row):
             continue
         fields = [field.strip() for field in row]
@@ -236,7 +235,7 @@ def write_labels(names: Sequence[str], path: PathLike) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "name"])
     writer.writerows([i, name] for i, name in enumerate(names))
-    return _atomic_write(path, buffer.getvalue())
+    return atomic_write_text(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- video lists
@@ -309,7 +308,7 @@ def read_video_list(
     paths are joined onto it (absolute paths stay as they are); otherwise they are returned
     as written.
     """
-    text = _read_text(path)
+    text = read_annotation_text(path)
     if str(path).lower().endswith(".csv"):
         rows = list(_parse_csv_list(text, path))
     else:
@@ -359,7 +358,7 @@ def write_video_list(entries: Iterable[VideoEntry], path: PathLike) -> Path:
     lines = [_list_line(entry, path, as_csv) for entry in entries]
     if as_csv:
         lines.insert(0, "path,label")
-    return _atomic_write(path, "".join(line + "\n" for line in lines))
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def find_missing(root: PathLike, paths: Iterable[str]) -> set[str]:
@@ -459,7 +458,7 @@ def convert_kinetics(
     rows: list[tuple[str, str, str, int]] = []  # split, label, name, line
     for path in files:
         columns: dict[str, int] | None = None
-        for line, row in _csv_rows(_read_text(path), path):
+        for line, row in _csv_rows(read_annotation_text(path), path):
             if _is_skipped(row):
                 continue
             fields = [field.strip() for field in row]
@@ -501,7 +500,7 @@ def convert_kinetics(
 def _numbered_classes(path: PathLike) -> list[str]:
     """UCF-101 ``classInd.txt``: ``1 ApplyEyeMakeup`` per line, ids 1..C."""
     by_id: dict[int, tuple[str, int]] = {}
-    for line, raw in enumerate(_split_lines(_read_text(path)), start=1):
+    for line, raw in enumerate(_split_lines(read_annotation_text(path)), start=1):
         parts = raw.split()
         if not parts:
             continue
@@ -544,7 +543,7 @@ def convert_ucf101(
         if path is None:
             continue
         entries = splits.setdefault(split, [])
-        for line, raw in enumerate(_split_lines(_read_text(path)), start=1):
+        for line, raw in enumerate(_split_lines(read_annotation_text(path)), start=1):
             parts = raw.split()
             if not parts:
                 continue
@@ -605,7 +604,7 @@ def convert_hmdb51(
     splits: dict[str, list[VideoEntry]] = {"train": [], "val": []}
     for class_id, name in enumerate(classes):
         path = chosen[name]
-        for line, raw in enumerate(_split_lines(_read_text(path)), start=1):
+        for line, raw in enumerate(_split_lines(read_annotation_text(path)), start=1):
             parts = raw.split()
             if not parts:
                 continue

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from claver.data.annotations import AnnotationError, _atomic_write, _read_text
+from claver.data.annotations import AnnotationError, read_annotation_text
+from claver.fileio import atomic_write_text
 from claver.prompts.postprocess import fit_to_context
 from claver.text.tokenizer import DEFAULT_CONTEXT_LENGTH
 
@@ -107,7 +108,8 @@ def _record(path: PathLike, line: int, raw: str) -> Description:
 def read_descriptions(path: PathLike) -> list[Description]:
     """Records of a description JSONL file (blank lines skipped), in file order."""
     records = []
-    for line, raw in enumerate(_read_text(path).replace("\r\n", "\n").split("\n"), start=1):
+    text = read_annotation_text(path).replace("\r\n", "\n")
+    for line, raw in enumerate(text.split("\n"), start=1):
         if raw.strip():
             records.append(_record(path, line, raw))
     return records
@@ -115,7 +117,7 @@ def read_descriptions(path: PathLike) -> list[Description]:
 
 def write_descriptions(descriptions: Iterable[Description], path: PathLike) -> Path:
     """Write records as JSONL, in the given order, atomically (temp file + rename)."""
-    return _atomic_write(path, "".join(d.to_json() + "\n" for d in descriptions))
+    return atomic_write_text(path, "".join(d.to_json() + "\n" for d in descriptions))
 
 
 # --------------------------------------------------------------------------- CLAVER CSV
@@ -250,7 +252,7 @@ def read_claver_csv(
     kind = kind or infer_kind(path)
     result = ImportResult([])
     counts: dict[int, int] = {}
-    for line, class_id, value in _csv_records(_read_text(path), path):
+    for line, class_id, value in _csv_records(read_annotation_text(path), path):
         if class_id is None:
             result.header = value
             continue
