@@ -156,7 +156,9 @@ def test_check_reports_coverage_lengths_and_duplicates():
     assert "no 'body' description (ids 2)" in problems and "longer than 77" in problems
     report = result.format()
     assert "answering questions" in report and "PROBLEM" in report and "duplicate x2" in report
-    fine = check_descriptions(records[:4], NAMES[:2])
+    assert "used for several classes" in problems and "more than once in a class" in problems
+    fine = check_descriptions(records[1:3] + [Description(1, "air drumming", "body", "Sticks.")],
+                              NAMES[:2])
     assert fine.ok and fine.format().endswith("ok")
 
 

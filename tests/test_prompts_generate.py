@@ -41,7 +41,7 @@ class FakeBackend:
         self.lock = threading.Lock()
 
     def answer(self, request) -> str:
-        action = request.messages[-1]["content"].removeprefix("Action: ")
+        action = request.messages[-1]["content"].split("\n")[0].removeprefix("Action: ")
         kind = request.messages[0]["content"][:40]
         if self.script is not None:
             scripted = self.script(action, request.seed)
@@ -187,7 +187,8 @@ def test_long_outputs_are_shortened_to_77_tokens(tmp_path):
     long = ("The person grips the rope with both hands and leans back. " * 4 +
             "Then the feet push off the wall, the knees bend, and the body swings out, "
             "and the rope slides through the device while the climber descends slowly.")
-    report = run(tmp_path, FakeBackend(script=lambda a, s: long), kinds=["body"], samples=1)
+    report = run(tmp_path, FakeBackend(script=lambda a, s: f"While {a}, {long}"),
+                 kinds=["body"], samples=1)
     records = read_descriptions(tmp_path / "out.jsonl")
     assert report.shortened == len(NAMES) == len(records)
     assert all(count_tokens(r.text) <= 77 and r.shortened for r in records)

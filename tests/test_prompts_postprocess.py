@@ -67,6 +67,14 @@ def test_rejection_reasons(text, reason):
 
 def test_dedup_key_ignores_case_punctuation_and_spacing():
     assert dedup_key("Arms swing, legs kick!") == dedup_key("arms  swing legs kick")
+    assert dedup_key("\uff21rms_swing \u2014 \u201clegs\u201d\tKICK.") == "arms swing legs kick"
+    assert dedup_key("Arms swing.") != dedup_key("Arms swung.")
+
+
+def test_long_texts_that_differ_only_after_77_tokens_collide_after_fitting():
+    a, _ = fit_to_context(LONG + " Then the climber waves at the camera.")
+    b, _ = fit_to_context(LONG.upper() + " A dog barks.")
+    assert dedup_key(a) == dedup_key(b) and a != LONG  # what generation must catch
 
 
 LONG = ("The climber clips the rope into the descender and checks the harness buckles. "

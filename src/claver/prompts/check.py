@@ -2,9 +2,11 @@
 
 Problems (the command exits 1): classes with fewer than ``min_per_class`` descriptions,
 (class, kind) pairs without a description when kinds are required, descriptions longer
-than CLIP's 77 tokens, class ids outside the label file, class names that differ from it.
-Also reported: coverage per class and kind, token-length statistics, and duplicates
-(within a class, and the same text used for several classes).
+than CLIP's 77 tokens, class ids outside the label file, class names that differ from it,
+the same text used for several classes (it cannot tell them apart) and the same text twice
+in one class. Texts are compared by :func:`~claver.prompts.postprocess.dedup_key` (case,
+spacing and punctuation ignored), as they are, i.e. after any shortening to 77 tokens.
+Also reported: coverage per class and kind and token-length statistics.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class DescriptionCheck:
             lines.append(f"duplicate x{copies} in class {class_id} ({names[class_id]}): "
                          f"{text[:60]!r}")
         for text, ids in self.shared[:10]:
-            lines.append(f"same text for classes {ids[:6]}: {text[:60]!r}")
+            lines.append(f"same text for classes {_named(ids, names)}: {text[:60]!r}")
         more = len(self.duplicates) + len(self.shared) - min(10, len(self.duplicates)) - \
             min(10, len(self.shared))
         if more > 0:
@@ -87,6 +89,11 @@ class DescriptionCheck:
 
 def _ids(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+
+
+def _named(ids: Sequence[int], names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(f"{c} ({names[c]})" for c in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def check_descriptions(
@@ -147,4 +154,16 @@ def check_descriptions(
         problems.append(f"{len(result.too_long)} descriptions are longer than {context_length} "
                         "CLIP tokens; claver prompts import shortens them, or shorten them by "
                         "hand")
+    fix = ("rerun claver prompts generate with its cache (it asks again for duplicates), or "
+           "edit them")
+    if result.shared:
+        text, ids = result.shared[0]
+        problems.append(f"{len(result.shared)} texts are used for several classes and cannot "
+                        f"tell them apart (first: classes {_named(ids, class_names, 3)}: "
+                        f"{text[:60]!r}); {fix}")
+    if result.duplicates:
+        class_id, text, copies = result.duplicates[0]
+        problems.append(f"{len(result.duplicates)} texts appear more than once in a class "
+                        f"(first: x{copies} in class {class_id} ({class_names[class_id]}): "
+                        f"{text[:60]!r}); {fix}")
     return result

@@ -6,12 +6,18 @@ and a rerun of the same command continues where it stopped.
 
 Jobs run in rounds. Before each round the cache is read back into one *winner* per job —
 its latest accepted attempt — and duplicates are resolved in the fixed job order (class,
-then kind, then sample): a winner whose text repeats an earlier winner of its class is
-rejected. Jobs without a winner get their next attempt (each attempt has its own seed),
-until ``max_attempts`` is reached. Because the decisions depend only on what the cache
-holds, never on the order in which concurrent requests finished, the final file is the same
-whether the run was interrupted or not (given a backend that answers each request the same
-way, e.g. a seeded or greedy one).
+then kind, then sample): an accepted text (already cleaned and shortened to fit CLIP's 77
+tokens, so over-long answers that only differed after the cut collide here) whose
+:func:`~claver.prompts.postprocess.dedup_key` repeats an earlier winner — of the same class
+or of any other class, since a text shared by two classes cannot tell them apart — does
+not win; the job's earlier accepted attempts are tried, latest first. Jobs without a
+winner get their next attempt (each attempt has its own seed; a job whose answer was a
+duplicate is asked again with :func:`retry_hint` added to its prompt: shorter, and specific
+to its class), until ``max_attempts`` is reached; jobs that run out are dropped, and the
+report counts them (``dropped_duplicates``), so duplicates are never kept. Because the
+decisions depend only on what the cache holds, never on the order in which concurrent
+requests finished, the final file is the same whether the run was interrupted or not
+(given a backend that answers each request the same way, e.g. a seeded or greedy one).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from claver.prompts.postprocess import dedup_key, process_output
 from claver.text.tokenizer import DEFAULT_CONTEXT_LENGTH
 
 __all__ = ["GenerationReport", "Job", "default_cache_path", "generate_descriptions",
-           "prompt_hash"]
+           "prompt_hash", "retry_hint"]
 
 
 @dataclass(frozen=True, order=True)
@@ -71,6 +77,9 @@ class GenerationReport:
     failed: dict[str, str] = field(default_factory=dict)
     gave_up: list[str] = field(default_factory=list)
     uncovered: list[tuple[int, str]] = field(default_factory=list)
+    duplicates_within: int = 0  # answers asked again: they repeated a text of their class
+    duplicates_across: int = 0  # ... of another class
+    dropped_duplicates: list[str] = field(default_factory=list)  # "job = job it repeats"
     elapsed: float = 0.0
 
     @property
@@ -89,10 +98,20 @@ class GenerationReport:
         ]
         if self.shortened:
             lines.append(f"descriptions shortened to fit CLIP's text context: {self.shortened}")
+        if self.duplicates_within or self.duplicates_across:
+            lines.append(f"answers that repeated another description after shortening: "
+                         f"{self.duplicates_within} within a class, {self.duplicates_across} "
+                         "across classes (asked again, up to the maximum attempts)")
         if self.gave_up:
             more = " ..." if len(self.gave_up) > 5 else ""
             lines.append(f"gave up after the maximum attempts: {len(self.gave_up)} "
                          f"({', '.join(self.gave_up[:5])}{more})")
+        if self.dropped_duplicates:
+            more = " ..." if len(self.dropped_duplicates) > 3 else ""
+            lines.append(f"dropped because every attempt repeated another description: "
+                         f"{len(self.dropped_duplicates)} "
+                         f"({'; '.join(self.dropped_duplicates[:3])}{more}); "
+                         "rerun with a higher --max-attempts to ask again")
         if self.failed:
             first = next(iter(self.failed.items()))
             lines.append(f"failed requests: {len(self.failed)} (first: {first[0]}: {first[1]}); "
@@ -119,13 +138,30 @@ def prompt_hash(style: str, spec: PromptSpec, class_name: str, params: SamplingP
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def retry_hint(class_name: str, context_length: int = DEFAULT_CONTEXT_LENGTH) -> str:
+    """What is added to the prompt of a job whose last answer repeated another description."""
+    words = max(5, (context_length - 2) // 3)
+    return (f"Your previous answer repeated another description once cut to fit. Write a "
+            f"different answer, at most {words} words, with details that fit only "
+            f"{class_name}.")
+
+
+def _with_hint(completion: str, messages: tuple[dict[str, str], ...],
+               hint: str) -> tuple[str, tuple[dict[str, str], ...]]:
+    """The prompt in both forms with ``hint`` added: first paragraph / end of the last turn."""
+    chat = tuple(messages[:-1]) + (
+        {**messages[-1], "content": f"{messages[-1]['content']}\n{hint}"},) if messages else ()
+    return f"{hint}\n\n{completion}", chat
+
+
 @dataclass
 class _State:
     winners: dict[Job, CacheEntry]
     attempts: dict[Job, int]
     pending: list[Job]
     gave_up: list[Job]
-    duplicates: set[tuple[Job, int]]  # (job, attempt) whose text repeats an earlier winner
+    duplicates: dict[tuple[Job, int], Job]  # (job, attempt) -> the job whose winner it repeats
+    collided: dict[Job, Job]  # job without a winner whose latest accepted text is a repeat
 
 
 def _state(jobs: Sequence[Job], keys: Mapping[Job, CacheKey], cache: GenerationCache,
@@ -138,24 +174,29 @@ def _state(jobs: Sequence[Job], keys: Mapping[Job, CacheKey], cache: GenerationC
     attempts: dict[Job, int] = {}
     pending: list[Job] = []
     gave_up: list[Job] = []
-    duplicates: set[tuple[Job, int]] = set()
-    seen: dict[int, set[str]] = {}
+    duplicates: dict[tuple[Job, int], Job] = {}
+    collided: dict[Job, Job] = {}
+    seen: dict[str, Job] = {}  # dedup key -> the winner holding it (any class)
     for job in jobs:
         entries = by_key.get(keys[job], [])
         attempts[job] = max((e.attempt for e in entries), default=-1) + 1
-        accepted = [e for e in entries if e.status == "ok"]
-        latest = max(accepted, key=lambda e: e.attempt) if accepted else None
-        if latest is not None:
-            text_key = dedup_key(latest.text)
-            if text_key not in seen.setdefault(job.class_id, set()):
-                seen[job.class_id].add(text_key)
-                winners[job] = latest
-                continue
-            duplicates.add((job, latest.attempt))
+        accepted = sorted((e for e in entries if e.status == "ok"), key=lambda e: -e.attempt)
+        for entry in accepted:
+            text_key = dedup_key(entry.text)
+            owner = seen.get(text_key)
+            if owner is None:
+                seen[text_key] = job
+                winners[job] = entry
+                break
+            duplicates[(job, entry.attempt)] = owner
+            collided.setdefault(job, owner)
+        if job in winners:
+            collided.pop(job, None)
+            continue
         if job in skip:
             continue
         (pending if attempts[job] < max_attempts else gave_up).append(job)
-    return _State(winners, attempts, pending, gave_up, duplicates)
+    return _State(winners, attempts, pending, gave_up, duplicates, collided)
 
 
 def _batches(items: Sequence, size: int) -> list[Sequence]:
@@ -232,10 +273,15 @@ def generate_descriptions(
     with GenerationCache(cache_path) as store:
         state = _state(jobs, keys, store, max_attempts, set())
         report.cached = len(state.winners)
+        # Cached answers found to repeat another description (e.g. in a cache written before
+        # cross-class de-duplication): their jobs are asked again now.
+        found = {k: owner for k, owner in state.duplicates.items()
+                 if k[0] in state.collided and k[0] in state.pending}
         bar = _progress_bar(len(jobs), len(state.winners), progress)
         consecutive = 0
         generated: set[tuple[Job, int]] = set()
-        duplicates: set[tuple[Job, int]] = set()
+        duplicates: dict[tuple[Job, int], Job] = {}
+        sent: dict[tuple[Job, int], tuple[str, str | None]] = {}  # prompt and hint of attempts
 
         def handle(batch: Sequence[Job], results: Sequence[Generation | BackendError]) -> None:
             """Append each result to the cache at once (or note the failure)."""
@@ -253,9 +299,9 @@ def generate_descriptions(
                                            f"{result}. Check the server, then rerun to resume")
                     continue
                 consecutive = 0
+                prompt, hint = sent.pop((job, state.attempts[job]))
                 entry = _entry(job, keys[job], state.attempts[job], result,
-                               class_names[job.class_id], requests[job][0], style,
-                               context_length)
+                               class_names[job.class_id], prompt, style, context_length, hint)
                 store.append(entry)
                 if entry.status == "ok":
                     report.accepted += 1
@@ -278,11 +324,20 @@ def generate_descriptions(
                     # before more are sent: nothing finished waits long unsaved.
                     while queue and len(running) < backend.concurrency and not stop.is_set():
                         batch = queue.popleft()
-                        batch_requests = [
-                            Request(requests[job][0], requests[job][1],
-                                    request_seed(params.seed, job.class_id, job.kind,
-                                                 job.sample, state.attempts[job]))
-                            for job in batch]
+                        batch_requests = []
+                        for job in batch:
+                            completion, messages = requests[job]
+                            # A job whose answer repeated another description (it has an
+                            # accepted attempt but no winner) is asked for something else.
+                            hint = (retry_hint(class_names[job.class_id], context_length)
+                                    if job in state.collided else None)
+                            if hint is not None:
+                                completion, messages = _with_hint(completion, messages, hint)
+                            sent[(job, state.attempts[job])] = (completion, hint)
+                            batch_requests.append(Request(
+                                completion, messages,
+                                request_seed(params.seed, job.class_id, job.kind, job.sample,
+                                             state.attempts[job])))
                         generated.update((job, state.attempts[job]) for job in batch)
                         running[executor.submit(backend.generate, batch_requests, params)] = batch
                     if not running:
@@ -291,7 +346,8 @@ def generate_descriptions(
                     for future in done:
                         handle(running.pop(future), future.result())  # crashes propagate
                 state = _state(jobs, keys, store, max_attempts, set(failed))
-                duplicates |= state.duplicates & generated
+                duplicates.update((k, owner) for k, owner in state.duplicates.items()
+                                  if k in generated)
         except BaseException:
             stop.set()
             executor.shutdown(wait=False, cancel_futures=True)
@@ -309,6 +365,13 @@ def generate_descriptions(
     report.written = len(records)
     report.failed = {_job_name(job, class_names): reason for job, reason in failed.items()}
     report.gave_up = [_job_name(job, class_names) for job in state.gave_up]
+    found.update(duplicates)
+    report.duplicates_within = sum(job.class_id == owner.class_id
+                                   for (job, _), owner in found.items())
+    report.duplicates_across = len(found) - report.duplicates_within
+    report.dropped_duplicates = [
+        f"{_job_name(job, class_names)} = {_job_name(state.collided[job], class_names)}"
+        for job in state.gave_up if job in state.collided]
     covered = {(d.class_id, d.kind) for d in records}
     report.uncovered = [(c, k) for c in range(len(class_names)) for k in order
                         if (c, k) not in covered]
@@ -321,13 +384,17 @@ def _job_name(job: Job, class_names: Sequence[str]) -> str:
 
 
 def _entry(job: Job, key: CacheKey, attempt: int, result: Generation, class_name: str,
-           prompt: str, style: str, context_length: int) -> CacheEntry:
+           prompt: str, style: str, context_length: int, hint: str | None = None) -> CacheEntry:
     processed = process_output(result.text, action=class_name,
                                prompt=prompt if style == "completions" else None,
                                truncated=result.truncated, context_length=context_length)
+    reason = processed.reason
+    if reason is None and hint is not None and \
+            dedup_key(hint.split(". ")[0]) in dedup_key(processed.text):
+        reason = "echo"  # a server that repeats its prompt must not turn the hint into text
     return CacheEntry(*key, attempt=attempt,
-                      status="ok" if processed.reason is None else "rejected",
-                      text=processed.text, reason=processed.reason,
+                      status="ok" if reason is None else "rejected",
+                      text=processed.text, reason=reason,
                       shortened=processed.shortened, class_name=class_name, raw=result.text)
 
 

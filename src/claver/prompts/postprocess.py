@@ -9,7 +9,8 @@
    a generation cut by the token limit is trimmed back to its last complete sentence or
    clause.
 2. :func:`rejection_reason`: ``empty``, ``too short`` or ``refusal`` (such outputs are
-   regenerated; duplicates are found later, across a class, by :func:`dedup_key`).
+   regenerated; duplicates are found later, after step 3, within a class and across
+   classes, by comparing :func:`dedup_key`).
 3. :func:`fit_to_context`: shorten to at most 77 CLIP tokens (counted with
    :func:`claver.text.tokenizer.count_tokens`, start/end-of-text included) at a sentence
    boundary, else a clause boundary (``, ; :`` or a dash), else a word boundary.
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from claver.text.tokenizer import DEFAULT_CONTEXT_LENGTH, count_tokens
@@ -160,8 +162,10 @@ def rejection_reason(text: str, *, min_words: int = 2) -> str | None:
 
 
 def dedup_key(text: str) -> str:
-    """Comparison key for duplicates: lowercase words only (punctuation and spacing ignored)."""
-    return " ".join(re.findall(r"\w+", text.lower()))
+    """Comparison key for duplicates: the words only, case-folded (``"Hands, on the ROPE!"``
+    and ``"hands on the rope"`` are equal); punctuation, underscores and spacing are ignored and
+    Unicode compatibility forms (full-width letters, ligatures) are unified."""
+    return " ".join(re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold()))
 
 
 def _finish(prefix: str) -> str:
