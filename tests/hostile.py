@@ -50,3 +50,14 @@ def describe(done: subprocess.CompletedProcess) -> str:
         return "the child ran past its time limit"
     return (f"exit {done.returncode}; stdout: {done.stdout[-1500:]!r}; "
             f"stderr: {done.stderr[-1500:]!r}")
+
+
+def peak_rss_mib() -> int:
+    """Peak resident memory of this process since its last exec, in MiB (``VmHWM``). Not
+    ``ru_maxrss``: a child forked from a large test process inherits the parent's resident
+    pages until it execs, and ``ru_maxrss`` keeps that high-water mark."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
