@@ -133,8 +133,34 @@ def _command_registrars() -> list:
     return [importlib.import_module(f"claver.commands.{n}").register for n in names]
 
 
+def _subcommand_parser(parser: argparse.ArgumentParser, argv: list[str]
+                       ) -> argparse.ArgumentParser | None:
+    """The parser of the subcommand named in ``argv`` (the first non-option word)."""
+    name = next((a for a in argv if not a.startswith("-")), None)
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:  # noqa: SLF001
+            return action.choices[name]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from claver.commands.engine import OverrideError, split_overrides
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sub = _subcommand_parser(parser, argv)
+    overrides = None
+    if sub is not None and sub.get_default("overrides_anywhere"):
+        at = argv.index(next(a for a in argv if not a.startswith("-")))
+        try:  # `train -c C A=1 --auto-resume B=2`: KEY=VALUE anywhere, --opts KEY VALUE
+            rest, overrides = split_overrides(argv[at + 1:], sub)
+        except OverrideError as e:
+            print(f"claver {argv[at]}: error: {e}", file=sys.stderr)
+            return 2
+        argv = [*argv[:at + 1], *rest]
+    args = parser.parse_args(argv)
+    if overrides is not None:
+        args.override_list = overrides
     try:
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as e:  # OSError: missing, exists, permission

@@ -3,12 +3,89 @@
 from __future__ import annotations
 
 import argparse
+import re
+
+# KEY=VALUE with an upper-case dotted KEY: a config override wherever it stands on the line
+OVERRIDE = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*=")
+
+
+class OverrideError(ValueError):
+    """A malformed override on the command line."""
+
+
+def split_overrides(tokens: list[str], parser: argparse.ArgumentParser
+                    ) -> tuple[list[str], list[str]]:
+    """Take the config overrides out of a subcommand's arguments, in command-line order:
+    ``KEY=VALUE`` anywhere (before or after options) and ``--opts KEY VALUE [KEY VALUE ...]``
+    groups (``KEY=VALUE`` items allowed there too). Returns (the other arguments, the
+    overrides as ``KEY=VALUE``). A ``--opts`` key without a value (the line ends, or the next
+    argument is an option or another override) is an :class:`OverrideError` naming the key."""
+    options = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001
+    takes_value = {s for a in parser._actions for s in a.option_strings  # noqa: SLF001
+                   if a.nargs != 0}
+
+    def is_option(tok: str) -> bool:
+        return tok.startswith("--") or tok in options
+
+    def option_with_value(tok: str) -> bool:  # ``--res X``: argparse accepts prefixes
+        if tok in takes_value:
+            return True
+        if not tok.startswith("--") or "=" in tok or len(tok) < 3:
+            return False
+        matches = [o for o in options if o.startswith(tok)]
+        return len(matches) == 1 and matches[0] in takes_value
+
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "--":
+            rest += tokens[i:]
+            break
+        if tok == "--opts" or tok.startswith("--opts="):
+            group = [tok.partition("=")[2]] if "=" in tok else []
+            group_start = len(overrides)
+            i += 1
+            queue = group + tokens[i:]
+            j = 0
+            while j < len(queue) and not is_option(queue[j]):
+                key = queue[j]
+                if "=" in key:
+                    overrides.append(key)
+                    j += 1
+                    continue
+                nxt = queue[j + 1] if j + 1 < len(queue) else None
+                if nxt is None or is_option(nxt) or OVERRIDE.match(nxt):
+                    after = f" (next: {nxt!r})" if nxt is not None else " (end of line)"
+                    raise OverrideError(f"--opts {key} has no value{after}; give "
+                                        f"--opts {key} VALUE or {key}=VALUE")
+                overrides.append(f"{key}={nxt}")
+                j += 2
+            if len(overrides) == group_start:
+                raise OverrideError("--opts needs KEY VALUE pairs, e.g. --opts TRAIN.LR 2e-6")
+            i += j - len(group)
+            continue
+        if option_with_value(tok) and i + 1 < len(tokens):
+            rest += tokens[i:i + 2]
+            i += 2
+            continue
+        if OVERRIDE.match(tok):
+            overrides.append(tok)
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, overrides
 
 
 def _config(args: argparse.Namespace):
     from claver.engine.config import load_config
 
-    return load_config(args.config, [*args.opts, *args.overrides])
+    if args.overrides:  # what split_overrides left: not an option, not KEY=VALUE
+        raise OverrideError(f"unexpected argument {args.overrides[0]!r}: overrides are "
+                            "KEY=VALUE with an upper-case KEY (TRAIN.LR=1e-5) or "
+                            "--opts KEY VALUE")
+    return load_config(args.config, [*args.opts, *getattr(args, "override_list", [])])
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -18,7 +95,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     try:
         result = train(cfg, resume=args.resume, auto_resume=args.auto_resume,
-                       device=args.device)
+                       overwrite=args.overwrite,
+                       allow_changed_settings=args.allow_changed_settings, device=args.device)
     finally:
         cleanup()
     print(f"done: step {result['step']}, best top-1 {result['best_top1']}")
@@ -81,8 +159,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="overrides, e.g. --opts TRAIN.LR 2e-6 DATA.NUM_FRAMES 16")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides, e.g. TRAIN.LR=2e-6")
+                   help="overrides anywhere on the line, e.g. TRAIN.LR=2e-6 (applied in "
+                        "command-line order, with --opts pairs; the last one wins)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.set_defaults(overrides_anywhere=True)  # cli.main takes them out with split_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +170,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(train)
     train.add_argument("--resume", help="training checkpoint to continue from (exact step)")
     train.add_argument("--auto-resume", action="store_true",
-                       help="continue from OUTPUT/last.pth when it exists")
+                       help="continue from OUTPUT/last.pth when it exists (else start fresh)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in an OUTPUT that holds an earlier run (replaces its "
+                            "config.yaml, checkpoints, metrics and eval/)")
+    train.add_argument("--allow-changed-settings", action="store_true",
+                       help="resume even though batch size, schedule, seed, frames or the "
+                            "train list differ from the checkpoint's (warns what changes)")
     train.set_defaults(func=_cmd_train)
     test = sub.add_parser("test", help="evaluate a checkpoint (multi-view, text rows averaged)")
     _common(test)

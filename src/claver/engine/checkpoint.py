@@ -1,8 +1,10 @@
 """Self-describing training checkpoints, written atomically, for exact resumption.
 
 A checkpoint holds the model weights and its :class:`ModelConfig`, the run config, epoch,
-step, optimizer, grad-scaler, best metric and every RNG state (python, numpy, torch CPU and
-CUDA). It is written to ``<name>.tmp`` and renamed, so a crash never leaves a half file
+step, optimizer, grad-scaler, best metric, every RNG state (python, numpy, torch CPU and
+CUDA) and the run settings that define the schedule and the data order (``settings``: a
+resume that changes them is refused, see :func:`settings_changes`). It is written to
+``<name>.tmp`` and renamed, so a crash never leaves a half file
 under the real name. Everything is plain data, so it loads with ``weights_only=True``.
 """
 
@@ -45,7 +47,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: Any, scaler: Any,
                     epoch: int, step: int, run_config: dict, best: float | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, settings: dict | None = None) -> Path:
     """Write a resumable checkpoint atomically; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: Any,
         "best": best,
         "rng": rng_state(),
         "extra": extra or {},
+        "settings": settings,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -84,3 +87,14 @@ def latest_checkpoint(output: str | Path) -> Path | None:
     """``last.pth`` in ``output`` if present (``--auto-resume``)."""
     path = Path(output) / "last.pth"
     return path if path.is_file() else None
+
+
+def settings_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"KEY: old -> new"`` for every setting that differs between a checkpoint's record and
+    the run about to resume it (keys missing on either side show as ``(none)``)."""
+    changes = []
+    for key in [*recorded, *(k for k in current if k not in recorded)]:
+        old, new = recorded.get(key, "(none)"), current.get(key, "(none)")
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    return changes

@@ -8,12 +8,20 @@ sample), a NaN/inf guard that skips the step and reports it, optional clipping, 
 per-iteration cosine schedule. Every random draw is a function of (seed, epoch/step, index),
 and checkpoints carry every RNG state, so a killed run resumes at the exact step with the
 same result.
+
+The output folder is never overwritten silently: a folder that already holds files is
+refused unless the run continues it (``resume`` / ``auto_resume``) or starts over on
+purpose (``overwrite``), and nothing is written to it before the config, the label and data
+lists and the model have been built. A resume whose schedule or data-order settings differ
+from the checkpoint's record is refused unless ``allow_changed_settings``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +39,7 @@ from claver.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
+    settings_changes,
 )
 from claver.engine.config import Config, ConfigError, save_config
 from claver.engine.distributed import World, all_reduce_mean, init_distributed
@@ -100,6 +109,130 @@ def parameter_summary(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
+class OutputExistsError(ValueError):
+    """OUTPUT already holds files and the run neither continues nor overwrites them."""
+
+
+class ChangedSettingsError(ValueError):
+    """A resume would change the schedule or the data order recorded in the checkpoint."""
+
+
+# What a training run writes into OUTPUT (``--overwrite`` replaces these, nothing else).
+RUN_FILES = ("config.yaml", "last.pth", "last.pth.tmp", "best.pth", "best.pth.tmp",
+             "metrics.jsonl")
+RUN_DIRS = ("eval", "tensorboard")
+
+
+def _is_run_file(path: Path) -> bool:
+    name = path.name
+    if path.is_dir():
+        return name in RUN_DIRS
+    return name in RUN_FILES or (name.startswith("few_shot_k") and name.endswith(".txt"))
+
+
+def _describe(path: Path) -> str:
+    return path.name + "/" if path.is_dir() else path.name
+
+
+def output_contents(out: Path) -> list[Path]:
+    """The entries of ``out`` (empty when it does not exist); an error if it is a file."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"OUTPUT {out} is a file, not a folder; choose another OUTPUT")
+    return sorted(out.iterdir()) if out.is_dir() else []
+
+
+def check_output(out: Path, *, continuing: bool, overwrite: bool) -> list[Path]:
+    """Refuse a non-empty ``out`` unless the run continues it or ``overwrite``; returns what
+    ``out`` holds. Reads only."""
+    if continuing and overwrite:
+        raise OutputExistsError("--overwrite starts the run over; it cannot be combined with "
+                                "--resume or --auto-resume")
+    entries = output_contents(out)
+    if entries and not continuing and not overwrite:
+        shown = ", ".join(_describe(p) for p in entries[:8])
+        more = f" and {len(entries) - 8} more" if len(entries) > 8 else ""
+        raise OutputExistsError(
+            f"OUTPUT {out} is not empty ({shown}{more}): continue that run with --auto-resume "
+            "(or --resume CHECKPOINT), start over with --overwrite, or choose another OUTPUT")
+    return entries
+
+
+def clear_previous_run(out: Path, entries: list[Path], keep: set[str]) -> tuple[list[str],
+                                                                                  list[str]]:
+    """``--overwrite``: delete the files an earlier run wrote (:data:`RUN_FILES`, eval/,
+    tensorboard/, few-shot manifests) except ``keep``; returns (replaced, left alone)."""
+    replaced, left = [], []
+    for path in entries:
+        if path.name in keep:
+            replaced.append(path.name)  # rewritten by this run
+        elif _is_run_file(path):
+            replaced.append(_describe(path))
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        else:
+            left.append(path.name + ("/" if path.is_dir() else ""))
+    return replaced, left
+
+
+def _list_identity(list_file: str) -> str:
+    """What identifies a training list: its content (a moved dataset keeps its identity)."""
+    try:
+        digest = hashlib.sha256(Path(list_file).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "(unreadable)"
+    return f"sha256 {digest}"
+
+
+def run_settings(cfg: Config, world: int, accum: int, steps_per_epoch: int, total: int,
+                 videos: int) -> dict[str, Any]:
+    """The settings that define the LR schedule and the data order; recorded in every
+    checkpoint and compared on resume (see :func:`check_resume_settings`)."""
+    t, d = cfg.TRAIN, cfg.DATA
+    return {
+        "TRAIN.BATCH_SIZE": t.BATCH_SIZE,
+        "TRAIN.EFFECTIVE_BATCH_SIZE": t.EFFECTIVE_BATCH_SIZE,
+        "world size": world,
+        "accumulation": accum,
+        "TRAIN.EPOCHS": t.EPOCHS,
+        "TRAIN.MAX_STEPS": t.MAX_STEPS,
+        "TRAIN.WARMUP_EPOCHS": t.WARMUP_EPOCHS,
+        "TRAIN.LR": t.LR,
+        "TRAIN.MIN_LR_RATIO": t.MIN_LR_RATIO,
+        "TRAIN.NEW_PARAM_LR_MULT": t.NEW_PARAM_LR_MULT,
+        "SEED": cfg.SEED,
+        "DATA.NUM_FRAMES": d.NUM_FRAMES,
+        "DATA.FEW_SHOT_K": d.FEW_SHOT_K,
+        "DATA.TRAIN_FILE content": _list_identity(d.TRAIN_FILE),
+        "training videos": videos,
+        "steps per epoch": steps_per_epoch,
+        "total steps": total,
+    }
+
+
+def check_resume_settings(path: str, state: dict[str, Any], current: dict[str, Any], *,
+                          allow: bool, say: Any) -> None:
+    """Refuse (or, with ``allow``, warn about) a resume that changes the recorded settings."""
+    recorded = state.get("settings")
+    if not recorded:
+        say(f"warning: {path} records no run settings (an older checkpoint): cannot check "
+            "that the schedule and data order are unchanged")
+        return
+    changes = settings_changes(recorded, current)
+    if not changes:
+        return
+    listed = "; ".join(changes)
+    if not allow:
+        raise ChangedSettingsError(
+            f"resuming {path} with changed settings ({listed}): the schedule and data order "
+            "would no longer match the checkpoint; undo the changes, start over in another "
+            "OUTPUT, or pass --allow-changed-settings")
+    say(f"warning: resuming {path} with changed settings ({listed}); the LR schedule, step "
+        "count and data order follow the new settings from step "
+        f"{state.get('step')} on")
+
+
 def _step_generator(cfg: Config, step: int, micro: int) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.SEED * 1_000_003 + step * 101 + micro)
 
@@ -146,21 +279,24 @@ def _memory_mb(device: torch.device) -> float:
         return 0.0
 
 
-def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
-          log: Any = print, device: str | None = None) -> dict[str, Any]:
-    """Run training as configured; returns the final metrics."""
-    world: World = init_distributed(device)
-    dev = world.device
-    if cfg.DETERMINISTIC:
-        torch.use_deterministic_algorithms(True)
-    torch.manual_seed(cfg.SEED + world.rank)
-    out = Path(cfg.OUTPUT)
-    say = log if world.is_main else (lambda *_: None)
-    if world.is_main:
-        save_config(cfg, out / "config.yaml")
+def _manifest_name(cfg: Config) -> str:
+    return f"few_shot_k{cfg.DATA.FEW_SHOT_K}_seed{cfg.SEED}.txt"
 
+
+def _undo_manifest(cfg: Config, out: Path, entries: list[Path], existed: bool) -> None:
+    """A start that failed: remove the few-shot manifest it wrote (if OUTPUT had none) and
+    the folder if this start created it and left it empty."""
+    manifest = out / _manifest_name(cfg)
+    if cfg.DATA.FEW_SHOT_K > 0 and manifest not in entries and manifest.is_file():
+        manifest.unlink()
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _build(cfg: Config, world: World) -> tuple:
+    """Class names, model, text tokens, dataset, loader and step counts; validates all."""
     names = engine_data.class_names(cfg)
-    model = engine_data.build_model(cfg).to(dev)
+    model = engine_data.build_model(cfg).to(world.device)
     tokens = engine_data.tokenize_rows(engine_data.text_rows(cfg, names))
     dataset = engine_data.train_dataset(cfg, len(names))
     loader = engine_data.train_loader(cfg, dataset)
@@ -172,18 +308,33 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
     total = steps_per_epoch * cfg.TRAIN.EPOCHS
     if cfg.TRAIN.MAX_STEPS:
         total = min(total, cfg.TRAIN.MAX_STEPS)
+    return names, model, tokens, dataset, loader, accum, steps_per_epoch, total
+
+
+def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
+           allow_changed_settings: bool, say: Any) -> tuple:
+    """Everything a run needs, built and checked before anything is written to OUTPUT:
+    model, data, optimizer, schedule and (when resuming) the checkpoint's state."""
+    (names, model, tokens, dataset, loader, accum, steps_per_epoch,
+     total) = _build(cfg, world)
+    out, dev = Path(cfg.OUTPUT), world.device
     t = cfg.TRAIN
     optimizer = build_optimizer(model, t.LR, t.WEIGHT_DECAY, t.NEW_PARAM_LR_MULT,
                                 tuple(t.BETAS), t.EPS)
     schedule = WarmupCosine(optimizer, t.LR, total, round(t.WARMUP_EPOCHS * steps_per_epoch),
                             t.MIN_LR_RATIO)
     scaler = torch.amp.GradScaler(dev.type) if t.AMP == "fp16" else None
+    settings = run_settings(cfg, world.size, accum, steps_per_epoch, total, len(dataset))
 
-    step, start_epoch, best = 0, 0, None
-    resume = resume or (str(latest_checkpoint(out)) if auto_resume and latest_checkpoint(out)
-                        else None)
+    step, best = 0, None
+    if not resume and auto_resume:
+        found = latest_checkpoint(out)
+        resume = str(found) if found else None
+        if not resume:
+            say(f"no checkpoint in {out} to resume: starting from scratch")
     if resume:
         state = load_checkpoint(resume)
+        check_resume_settings(resume, state, settings, allow=allow_changed_settings, say=say)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"]:
@@ -191,7 +342,50 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
         step, best = state["step"], state["best"]
         set_rng_state(state["rng"])
         say(f"resumed from {resume} at step {step}")
+    return (names, model, tokens, dataset, loader, accum, steps_per_epoch, total, optimizer,
+            schedule, scaler, settings, step, best)
+
+
+def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
+          overwrite: bool = False, allow_changed_settings: bool = False,
+          log: Any = print, device: str | None = None) -> dict[str, Any]:
+    """Run training as configured; returns the final metrics.
+
+    ``resume``: a training checkpoint to continue; ``auto_resume``: continue from
+    OUTPUT/last.pth when there is one; ``overwrite``: start over in an OUTPUT that holds an
+    earlier run (its run files are replaced); ``allow_changed_settings``: resume even when
+    the schedule / data-order settings differ from the checkpoint's (with a warning)."""
+    world: World = init_distributed(device)
+    dev = world.device
+    if cfg.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.SEED + world.rank)
+    out = Path(cfg.OUTPUT)
+    say = log if world.is_main else (lambda *_: None)
+    continuing = bool(resume or auto_resume)
+    existed = out.exists()
+    # read-only until everything below is built: a start that fails leaves OUTPUT as it was
+    entries = check_output(out, continuing=continuing, overwrite=overwrite) \
+        if world.is_main else []
+    try:
+        built = _setup(cfg, world, resume=resume, auto_resume=auto_resume,
+                       allow_changed_settings=allow_changed_settings, say=say)
+    except BaseException:
+        if world.is_main:
+            _undo_manifest(cfg, out, entries, existed)
+        raise
+    (names, model, tokens, dataset, loader, accum, steps_per_epoch, total, optimizer,
+     schedule, scaler, settings, step, best) = built
+    t = cfg.TRAIN
     start_epoch = step // steps_per_epoch
+    if world.is_main:
+        if overwrite and entries:
+            keep = {_manifest_name(cfg)} if cfg.DATA.FEW_SHOT_K > 0 else set()
+            replaced, left = clear_previous_run(out, entries, keep)
+            say(f"--overwrite: starting over in {out}, replacing "
+                f"{', '.join(replaced) or 'nothing'}"
+                + (f" (left as they are: {', '.join(left)})" if left else ""))
+        save_config(cfg, out / "config.yaml")
 
     step_module: nn.Module = TrainStep(model)
     if world.size > 1:
@@ -275,13 +469,15 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
         if world.is_main and end_of_epoch and ((epoch + 1) % cfg.SAVE_FREQ == 0
                                                or step >= total):
             save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
-                            epoch=epoch, step=step, run_config=cfg.to_dict(), best=best)
+                            epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
+                            settings=settings)
         if cfg.DATA.VAL_FILE and end_of_epoch:
             result = run_evaluation(cfg, model, names, dev, log=say, tag=f"epoch{epoch}")
             if world.is_main and (best is None or result["top1"] > best):
                 best = result["top1"]
                 save_checkpoint(out / "best.pth", model=model, optimizer=None, scaler=None,
-                                epoch=epoch, step=step, run_config=cfg.to_dict(), best=best)
+                                epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
+                                settings=settings)
     if failures.failures:
         say(f"{len(failures.failures)} video load failure(s) during training (replaced); "
             f"first: {failures.failures[0]}")
