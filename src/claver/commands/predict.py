@@ -59,6 +59,65 @@ def descriptions_from_args(args: argparse.Namespace, labels: list[str]) -> Any:
     return data
 
 
+# What a ``claver train`` checkpoint records about its text (``extra`` of the checkpoint):
+# ``classes`` (names in label order), ``templates`` (the template strings or a named set)
+# and ``descriptions`` (per class, in label order; optional).
+TRAINING_TEXT_KEYS = ("classes", "templates", "descriptions")
+
+
+def training_text(model: str | None) -> dict[str, Any] | None:
+    """The class names and text rows a ``claver train`` checkpoint was trained with:
+    ``{"classes", "templates", "descriptions", "origin"}``, or None when ``model`` is not
+    such a checkpoint or records no class names.
+
+    Read from what the checkpoint records (``extra``); a checkpoint that records only its
+    run config falls back to the config's DATA.LABEL_LIST (when that file is still there)
+    and DATA.TEMPLATES (descriptions are then not used)."""
+    if not model or not Path(model).expanduser().is_file():
+        return None
+    from claver.engine.checkpoint import FORMAT
+    from claver.weights.errors import CheckpointError
+    from claver.weights.safe_load import load_pickle_checkpoint
+
+    try:
+        state = load_pickle_checkpoint(Path(model).expanduser())
+    except (OSError, CheckpointError):
+        return None  # not a pickle checkpoint: loading the model reports what it is
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None
+    extra = state.get("extra") or {}
+    if isinstance(extra, dict) and extra.get("classes"):
+        return {"classes": [str(c) for c in extra["classes"]],
+                "templates": extra.get("templates") or None,
+                "descriptions": extra.get("descriptions") or None,
+                "origin": "recorded in the checkpoint"}
+    data = (state.get("config") or {}).get("DATA") or {}
+    label_list = data.get("LABEL_LIST")
+    if not label_list or not Path(label_list).is_file():
+        return None
+    from claver.data.annotations import read_labels
+
+    named = data.get("TEMPLATES") or "claver"
+    return {"classes": read_labels(label_list),
+            "templates": "{}" if named == "none" else named, "descriptions": None,
+            "origin": f"from the run config: DATA.LABEL_LIST {label_list}, "
+                      f"DATA.TEMPLATES {named}"}
+
+
+def labels_or_training(args: argparse.Namespace, record: dict[str, Any] | None) -> list[str]:
+    """``--labels`` / ``--labels-file``, else the class names the checkpoint was trained
+    with; neither is a one-line error naming the fix."""
+    if args.labels is None and args.labels_file is None:
+        if record is not None:
+            return list(record["classes"])
+        model = getattr(args, "model", None)
+        if model and Path(model).expanduser().is_file():
+            raise ValueError(f"--model {model} does not record its class names: give the "
+                             "labels with --labels 'a,b,c' or --labels-file FILE (checkpoints "
+                             "written by `claver train` record them)")
+    return labels_from_args(args)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``predict`` and ``explain``: labels, text rows, model."""
     p.add_argument("--labels", help="comma-separated label words, e.g. 'singing,dancing'")
@@ -82,7 +141,8 @@ def _model_name(args: argparse.Namespace) -> str:
     return args.model or default_model()
 
 
-def _predictor(args: argparse.Namespace, labels: list[str]) -> Any:
+def _predictor(args: argparse.Namespace, labels: list[str],
+               record: dict[str, Any] | None = None) -> Any:
     from claver.inputs import Preprocess
     from claver.pretrained import resolve_model
     from claver.zeroshot import Predictor
@@ -93,8 +153,13 @@ def _predictor(args: argparse.Namespace, labels: list[str]) -> Any:
     templates = args.templates
     if templates is not None and len(templates) == 1:
         templates = templates[0]  # one template, or a named set ("claver", "actionclip")
+    descriptions = descriptions_from_args(args, labels)
+    if record is not None and templates is None:  # default: the text rows of training
+        templates = record["templates"]
+        if descriptions is None and list(labels) == list(record["classes"]):
+            descriptions = record["descriptions"]
     return Predictor(model, labels, templates=templates,
-                     descriptions=descriptions_from_args(args, labels), preprocess=pre,
+                     descriptions=descriptions, preprocess=pre,
                      device=args.device, precision=getattr(args, "precision", "fp32"),
                      batch_size=getattr(args, "batch_size", 4),
                      workers=getattr(args, "workers", 1), streams=getattr(args, "streams", 1))
@@ -155,13 +220,25 @@ def _run_windows(pred: Any, args: argparse.Namespace) -> tuple[list[dict], int]:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from claver.weights.formats import describe
 
-    labels = labels_from_args(args)
+    record = training_text(args.model)
+    labels = labels_or_training(args, record)
     if args.topk is not None and args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}")
     if args.window is None and (args.stride is not None or args.threshold is not None
                                 or args.smooth != 1):
         raise ValueError("--stride, --smooth and --threshold need --window SECONDS")
-    pred = _predictor(args, labels)
+    pred = _predictor(args, labels, record)
+    note = ""
+    if record is not None:
+        used = [what for what, given in (
+            ("class names", args.labels is None and args.labels_file is None),
+            ("templates", args.templates is None),
+            ("descriptions", args.templates is None and not args.descriptions
+             and record["descriptions"] and list(labels) == record["classes"])) if given]
+        if used:
+            note = f"using the training {', '.join(used)} of {args.model} ({record['origin']})"
+            if args.json:
+                print(note, file=sys.stderr)
     header = {"model": _model_name(args), "architecture": describe(pred.model.config),
               "labels": list(pred.labels), "text_rows": len(pred.rows),
               "preprocessing": {"frames": pred.preprocess.num_frames,
@@ -170,6 +247,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               "precision": pred.precision}
     if not args.json:
         print(f"model   {header['model']}: {header['architecture']}")
+        if note:
+            print(note)
         print(f"labels  {len(labels)}; {len(pred.rows)} text row(s) per label "
               f"({', '.join(repr(r[0]) for r in pred.rows[:3])}"
               f"{', ...' if len(pred.rows) > 3 else ''})\n")

@@ -9,6 +9,7 @@ counted as skipped (with reasons), never scored and never replaced.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class EvalResult:
     skipped: list[str]
     predictions: list[dict[str, Any]] = field(default_factory=list)  # per video, by index
     confusion: torch.Tensor | None = None  # (C, C) counts, rows = true class
+    list_file: str | None = None  # the video list scored (None: not a listed source)
+    source: str = ""  # the source, in words (folder root / tar archive and list)
 
     def summary(self) -> str:
         return (f"top-1 {self.top1:.2%}  top-5 {self.top5:.2%}  mean class acc "
@@ -89,12 +92,21 @@ def evaluate(model: Any, loader: Any, text_tokens: torch.Tensor, *, device: torc
     raw.train(was_training)
     gathered = [r for part in all_gather_objects(records) for r in part]
     failures = [f for part in all_gather_objects(report.failures) for f in part]
-    return summarize(gathered, report.listed, failures, text_tokens.shape[1], class_names)
+    source = getattr(loader.dataset, "source", None)
+    result = summarize(gathered, report.listed, failures, text_tokens.shape[1], class_names,
+                       describe=getattr(source, "describe", None))
+    list_file = getattr(source, "list_file", None)
+    result.list_file = None if list_file is None else str(list_file)
+    result.source = repr(source) if source is not None else ""
+    return result
 
 
 def summarize(records: list[dict[str, Any]], listed: int, failures: list[str],
-              num_classes: int, class_names: list[str] | None = None) -> EvalResult:
-    """Metrics from per-video score records (single-label: ``label`` is an int)."""
+              num_classes: int, class_names: list[str] | None = None,
+              describe: Callable[[int], str] | None = None) -> EvalResult:
+    """Metrics from per-video score records (single-label: ``label`` is an int).
+    ``describe(index)`` names each video in the predictions (its path as the source gives
+    it, e.g. ``source.describe``)."""
     records = sorted(records, key=lambda r: r["index"])
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     top1 = top5 = 0
@@ -108,7 +120,8 @@ def summarize(records: list[dict[str, Any]], listed: int, failures: list[str],
         top5 += true in top
         confusion[true, top[0]] += 1
         name = (lambda c: class_names[c]) if class_names else str
-        predictions.append({"index": r["index"], "label": true, "label_name": name(true),
+        video = {"video": describe(r["index"])} if describe is not None else {}
+        predictions.append({"index": r["index"], **video, "label": true, "label_name": name(true),
                             "top5": top, "top5_names": [name(c) for c in top],
                             "top5_scores": [round(float(scores[c]), 6) for c in top]})
     n = max(1, len(records))

@@ -65,19 +65,67 @@ def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:
     return img.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
 
 
+def _file_record(path: str | Path | None) -> dict[str, Any] | None:
+    """``{"path", "sha256"}`` of a file (sha256 None when it cannot be read)."""
+    if not path:
+        return None
+    from claver.weights.download import sha256_file
+
+    try:
+        digest: str | None = sha256_file(path)
+    except OSError:
+        digest = None
+    return {"path": str(path), "sha256": digest}
+
+
+def eval_label_file(cfg: Any, list_file: str | None) -> str:
+    """The label file that names the classes of ``list_file``: its ``TEST.SPLITS`` entry
+    (``LIST|LABELS``) when it is one of them, else DATA.LABEL_LIST."""
+    for split in getattr(cfg.TEST, "SPLITS", None) or []:
+        listed, sep, labels = split.partition("|")
+        if sep and list_file is not None and listed == list_file:
+            return labels
+    return cfg.DATA.LABEL_LIST
+
+
+def text_record(cfg: Any, text_rows: int) -> dict[str, Any]:
+    """The text rows an evaluation averaged: templates (as configured) and description
+    files (path + sha256); ``rows`` = templates + description rows."""
+    from claver.engine import data as engine_data
+
+    templates = engine_data.templates(cfg)
+    return {"rows": text_rows, "template_set": cfg.DATA.TEMPLATES, "templates": templates,
+            "description_rows": text_rows - len(templates),
+            "descriptions": [_file_record(f) for f in cfg.DATA.DESCRIPTIONS]}
+
+
 def write_eval_outputs(cfg: Any, result: Any, names: list[str], text_rows: int,
-                       tag: str) -> dict[str, Any]:
-    """``<OUTPUT>/eval/<tag>.json`` (metrics + protocol), ``<tag>_predictions.jsonl``,
-    ``<tag>_confusion.png``; returns the summary dict. Only rank 0 writes."""
+                       tag: str, *, list_file: str | None = None, label_file: str | None = None,
+                       checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """``<OUTPUT>/eval/<tag>.json`` (metrics + protocol), ``<tag>_predictions.jsonl`` (one
+    line per scored video, naming it), ``<tag>_confusion.png``; returns the summary dict.
+    Only rank 0 writes.
+
+    The protocol names what was scored: ``list`` (``list_file``, else the list the result's
+    dataset read, else DATA.VAL_FILE), ``labels`` (``label_file``, else the TEST.SPLITS
+    entry of that list, else DATA.LABEL_LIST), ``checkpoint`` (path + sha256; None when the
+    model was evaluated in memory during training), ``views`` and ``text`` (see
+    :func:`text_record`)."""
     import torch.distributed as dist
 
+    scored = list_file or getattr(result, "list_file", None) or cfg.DATA.VAL_FILE
+    labels = label_file or eval_label_file(cfg, scored)
     summary = {
         "top1": result.top1, "top5": result.top5, "mean_class_acc": result.mean_class_acc,
         "protocol": {
             "views": cfg.TEST.NUM_CLIPS * cfg.TEST.NUM_CROPS, "clips": cfg.TEST.NUM_CLIPS,
             "crops": cfg.TEST.NUM_CROPS, "frames": cfg.DATA.NUM_FRAMES,
             "input_size": cfg.DATA.INPUT_SIZE, "text_rows": text_rows,
-            "classes": len(names), "list": cfg.DATA.VAL_FILE,
+            "classes": len(names), "list": scored,
+            "list_sha256": (_file_record(scored) or {}).get("sha256"),
+            "labels": _file_record(labels),
+            "source": getattr(result, "source", ""),
+            "checkpoint": _file_record(checkpoint), "text": text_record(cfg, text_rows),
             "videos_listed": result.listed, "videos_scored": result.scored,
             "videos_skipped": len(result.skipped), "seed": cfg.SEED,
             "code_version": code_version(), "model": cfg.MODEL.ARCH,
