@@ -5,7 +5,12 @@ step, optimizer, grad-scaler, best metric, every RNG state (python, numpy, torch
 CUDA) and the run settings that define the schedule and the data order (``settings``: a
 resume that changes them is refused, see :func:`settings_changes`). It is written to
 ``<name>.tmp`` and renamed, so a crash never leaves a half file
-under the real name. Everything is plain data, so it loads with ``weights_only=True``.
+under the real name. A checkpoint written inside an epoch (a stop signal or
+``TRAIN.SAVE_EVERY``) also records ``step_in_epoch`` (optimizer steps already done in
+``epoch``) and ``rng_epoch_start`` (the RNG states as that epoch's data loader started), so a
+resume rebuilds the same loader and continues with the same draws; ``saved_because`` says
+why it was written (``epoch end`` / ``every N steps`` / ``signal SIGTERM``). Everything is
+plain data, so it loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: Any, scaler: Any,
                     epoch: int, step: int, run_config: dict, best: float | None = None,
-                    extra: dict | None = None, settings: dict | None = None) -> Path:
+                    extra: dict | None = None, settings: dict | None = None,
+                    step_in_epoch: int | None = None, rng_epoch_start: dict | None = None,
+                    saved_because: str = "", skipped_steps: int = 0) -> Path:
     """Write a resumable checkpoint atomically; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +72,10 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: Any,
         "rng": rng_state(),
         "extra": extra or {},
         "settings": settings,
+        "step_in_epoch": step_in_epoch,
+        "rng_epoch_start": rng_epoch_start,
+        "saved_because": saved_because,
+        "skipped_steps": skipped_steps,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)

@@ -97,6 +97,10 @@ class TrainConfig:
     FLIP: float = 0.5
     COLOR_JITTER: float = 0.8
     GRAYSCALE: float = 0.2
+    # signals that stop training cleanly: every rank finishes its step, rank 0 saves
+    # last.pth, the process exits with code 75 (resume with --auto-resume); [] = none
+    STOP_SIGNALS: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    SAVE_EVERY: int = 0  # optimizer steps between mid-epoch last.pth saves; 0: epoch ends only
 
 
 @dataclass
@@ -151,6 +155,8 @@ MINIMUMS = {
     "DATA.NUM_WORKERS": (0, "loader processes; 0 reads in the main process"),
     "TRAIN.BATCH_SIZE": (1, "videos per device and step"),
     "TRAIN.TEXT_ROWS": (1, "text rows drawn per step"),
+    "TRAIN.SAVE_EVERY": (0, "optimizer steps between mid-epoch checkpoints; 0: epoch ends "
+                         "only"),
     "TEST.BATCH_SIZE": (1, "videos per device and step"),
     "TEST.NUM_CLIPS": (1, "clips per test video"),
 }
@@ -161,6 +167,10 @@ MAXIMUMS = {
     "DATA.NUM_FRAMES": MAX_FRAMES,
     "DATA.INPUT_SIZE": MAX_IMAGE_SIZE,
 }
+
+# Signals TRAIN.STOP_SIGNALS may name (catchable ones a scheduler or a user sends to stop).
+STOP_SIGNAL_NAMES = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGQUIT",
+                     "SIGXCPU")
 
 MAX_CONFIG_FILES = 32  # files one config may read through BASE (itself included)
 MAX_BASE_NAME = 1024  # characters of one BASE entry
@@ -244,12 +254,31 @@ def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
                           f"{short_repr(value)}")
     if full in MINIMUMS:
         _check_minimum(full, value, where)
+    if full == "TRAIN.STOP_SIGNALS":
+        value = _stop_signals(value, where)
     if full == "MODEL.ARCH":
         try:  # a known name, checked now (cheap) rather than when the model is built
             get_config(value)
         except ValueError as e:
             raise ConfigError(f"{where}: MODEL.ARCH: {e}") from None
     setattr(cfg, head, value)
+
+
+def _stop_signals(names: list[str], where: str) -> list[str]:
+    """TRAIN.STOP_SIGNALS as canonical names (``term`` / ``USR1`` / ``SIGUSR1`` -> ``SIGUSR1``),
+    duplicates dropped; an unknown or uncatchable name is an error."""
+    out: list[str] = []
+    for name in names:
+        canon = name.strip().upper()
+        canon = canon if canon.startswith("SIG") else "SIG" + canon
+        if canon not in STOP_SIGNAL_NAMES:
+            raise ConfigError(
+                f"{where}: TRAIN.STOP_SIGNALS: {short_repr(name)} is not a signal training can "
+                f"stop on (choose from {', '.join(STOP_SIGNAL_NAMES)}; SIGKILL and SIGSTOP "
+                "cannot be caught); e.g. TRAIN.STOP_SIGNALS=[SIGTERM,SIGUSR1], or [] for none")
+        if canon not in out:
+            out.append(canon)
+    return out
 
 
 def _default(key: str) -> Any:

@@ -61,3 +61,21 @@ def all_reduce_mean(value: float) -> float:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one tiny all-reduce under DDP;
+    a no-op in a single process): the ranks agree on a decision such as stopping."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

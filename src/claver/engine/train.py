@@ -14,6 +14,15 @@ refused unless the run continues it (``resume`` / ``auto_resume``) or starts ove
 purpose (``overwrite``), and nothing is written to it before the config, the label and data
 lists and the model have been built. A resume whose schedule or data-order settings differ
 from the checkpoint's record is refused unless ``allow_changed_settings``.
+
+Preemption: on a signal in TRAIN.STOP_SIGNALS (SIGTERM and SIGUSR1 by default) every rank
+finishes the optimizer step it is in, the ranks agree on the step to stop after (one tiny
+all-reduce per step), rank 0 writes ``last.pth`` atomically with the step inside the epoch and
+every RNG state, and :func:`train` raises :class:`TrainingStopped` (a ``SystemExit`` with
+code :data:`STOPPED_EXIT_CODE` = 75, ``EX_TEMPFAIL``: "try again"). ``--auto-resume``
+continues from that step, mid-epoch, with the same data order and draws: the final weights
+equal an uninterrupted run's. ``TRAIN.SAVE_EVERY`` also writes ``last.pth`` every N steps
+inside an epoch, so even a kill -9 loses at most N steps.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import contextlib
 import hashlib
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +48,19 @@ from claver.engine import data as engine_data
 from claver.engine.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
     settings_changes,
 )
 from claver.engine.config import Config, ConfigError, save_config
-from claver.engine.distributed import World, all_reduce_mean, init_distributed
+from claver.engine.distributed import (
+    World,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    init_distributed,
+)
 from claver.engine.evaluate import amp_context, encode_text_rows, evaluate
 from claver.engine.losses import actionclip_loss, soft_target_cross_entropy
 from claver.engine.optim import WarmupCosine, build_optimizer
@@ -66,6 +84,71 @@ class SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
+
+
+STOPPED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on a signal, last.pth saved, rerun to continue
+
+
+class TrainingStopped(SystemExit):
+    """Training stopped early on a signal in TRAIN.STOP_SIGNALS after saving ``checkpoint``
+    at ``step``; exits the process with :data:`STOPPED_EXIT_CODE` unless caught."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(STOPPED_EXIT_CODE)
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+
+class StopSignals:
+    """Records the first TRAIN.STOP_SIGNALS signal received while installed (a context
+    manager; the previous handlers come back on exit). Handlers only set a flag: the loop
+    checks :attr:`received` between optimizer steps. Signals this platform lacks, and
+    installation outside the main thread (where Python cannot handle signals), are skipped
+    with a message."""
+
+    def __init__(self, names: list[str], say: Any = print) -> None:
+        self.names, self.say = names, say
+        self.received: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            self.say(f"received {self.received}: finishing this step, then saving last.pth "
+                     f"and exiting with code {STOPPED_EXIT_CODE}")
+
+    def __enter__(self) -> StopSignals:
+        global _ACTIVE
+        _ACTIVE = self
+        if not self.names:
+            return self
+        if threading.current_thread() is not threading.main_thread():
+            self.say("warning: training runs outside the main thread: TRAIN.STOP_SIGNALS "
+                     "are not handled")
+            return self
+        for name in self.names:
+            num = getattr(signal, name, None)
+            if num is None:
+                self.say(f"warning: {name} does not exist on this platform; not handled")
+                continue
+            self.previous[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _ACTIVE
+        for num, handler in self.previous.items():
+            signal.signal(num, handler)
+        self.previous.clear()
+        _ACTIVE = None
+
+
+# The stop handler of the running training (None outside train()); tests and embedding code
+# can read which signal arrived with :func:`stop_requested`.
+_ACTIVE: StopSignals | None = None
+
+
+def stop_requested() -> str | None:
+    """The stop signal this process received during the running training, if any."""
+    return _ACTIVE.received if _ACTIVE is not None else None
 
 
 class TrainStep(nn.Module):
@@ -326,7 +409,7 @@ def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
     scaler = torch.amp.GradScaler(dev.type) if t.AMP == "fp16" else None
     settings = run_settings(cfg, world.size, accum, steps_per_epoch, total, len(dataset))
 
-    step, best = 0, None
+    step, best, state = 0, None, None
     if not resume and auto_resume:
         found = latest_checkpoint(out)
         resume = str(found) if found else None
@@ -340,10 +423,13 @@ def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         step, best = state["step"], state["best"]
-        set_rng_state(state["rng"])
-        say(f"resumed from {resume} at step {step}")
+        set_rng_state(state["rng"])  # again after a mid-epoch resume's loader has started
+        within = step % steps_per_epoch
+        where = f" (epoch {step // steps_per_epoch}, step {within} of {steps_per_epoch})" \
+            if within else ""
+        say(f"resumed from {resume} at step {step}{where}")
     return (names, model, tokens, dataset, loader, accum, steps_per_epoch, total, optimizer,
-            schedule, scaler, settings, step, best)
+            schedule, scaler, settings, step, best, state)
 
 
 def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
@@ -375,7 +461,7 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
             _undo_manifest(cfg, out, entries, existed)
         raise
     (names, model, tokens, dataset, loader, accum, steps_per_epoch, total, optimizer,
-     schedule, scaler, settings, step, best) = built
+     schedule, scaler, settings, step, best, resumed) = built
     t = cfg.TRAIN
     start_epoch = step // steps_per_epoch
     if world.is_main:
@@ -400,7 +486,49 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
     if cfg.MODEL.FIX_TEXT:  # frozen text tower: encode every row once (eval mode, no grad)
         text_feats = encode_text_rows(model, tokens, dev)
     failures = LoadReport(len(dataset))
-    skipped_steps, result = 0, {}
+    skipped_steps = resumed.get("skipped_steps", 0) if resumed else 0
+    result: dict[str, Any] = {}
+    stopper = StopSignals(t.STOP_SIGNALS, say=say)
+    with stopper:
+        step, best, skipped_steps, stopped, result = _loop(
+            cfg, world, model, step_module, optimizer, schedule, scaler, dataset, loader,
+            names, tokens, text_feats, accum, steps_per_epoch, total, settings, metrics,
+            failures, stopper, resumed, start_epoch, step, best, skipped_steps, say)
+    if failures.failures:
+        say(f"{len(failures.failures)} video load failure(s) during training (replaced); "
+            f"first: {failures.failures[0]}")
+    metrics.close()
+    if stopped is not None:
+        barrier()  # no rank exits (and gets its launcher to kill the rest) before the save
+        saved = out / "last.pth" if world.is_main else None
+        say(f"stopped on {stopped} after step {step} of {total}; saved {out / 'last.pth'}; "
+            f"exiting with code {STOPPED_EXIT_CODE}: continue with --auto-resume")
+        raise TrainingStopped(stopped, step, saved)
+    return {"step": step, "best_top1": best, "skipped_steps": skipped_steps,
+            "bad_videos": len(failures.failures), **result}
+
+
+def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
+          optimizer: Any, schedule: Any, scaler: Any, dataset: Any, loader: Any,
+          names: list[str], tokens: torch.Tensor, text_feats: torch.Tensor | None,
+          accum: int, steps_per_epoch: int, total: int, settings: dict[str, Any],
+          metrics: MetricsLog, failures: LoadReport, stopper: StopSignals,
+          resumed: dict[str, Any] | None, start_epoch: int, step: int, best: float | None,
+          skipped_steps: int, say: Any) -> tuple:
+    """The epochs from ``start_epoch`` (from ``step`` inside it when resuming mid-epoch);
+    returns (step, best, skipped steps, stop signal or None, last evaluation)."""
+    t, dev, out = cfg.TRAIN, world.device, Path(cfg.OUTPUT)
+    result: dict[str, Any] = {}
+    stopped: str | None = None
+
+    def save_last(epoch: int, because: str, epoch_rng: dict[str, Any] | None) -> None:
+        if world.is_main:
+            save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
+                            epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
+                            settings=settings, step_in_epoch=step - epoch * steps_per_epoch,
+                            rng_epoch_start=epoch_rng, saved_because=because,
+                            skipped_steps=skipped_steps)
+
     model.train()
     for epoch in range(start_epoch, cfg.TRAIN.EPOCHS):
         if step >= total:
@@ -412,8 +540,20 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
         epoch_loader = loader_with_sampler(loader, sampler)  # same workers and timeout
         progress = _progress(world, steps_per_epoch - done_in_epoch, f"epoch {epoch}")
         tick, wait, seen, micro, losses = time.perf_counter(), 0.0, 0, 0, []
+        # Starting a loader draws from the global torch RNG (its worker seeds): a mid-epoch
+        # resume starts it from the state the interrupted epoch started from, then goes on
+        # from the state saved at the step it stopped after
+        mid_resume = done_in_epoch > 0 and resumed is not None and \
+            resumed.get("rng_epoch_start") is not None
+        if mid_resume:
+            set_rng_state(resumed["rng_epoch_start"])
+        epoch_rng = rng_state()
+        batches = iter(epoch_loader)
+        if mid_resume:
+            set_rng_state(resumed["rng"])
+        resumed = None
         fetch = time.perf_counter()
-        for batch in epoch_loader:
+        for batch in batches:
             wait += time.perf_counter() - fetch
             failures.failures.extend(batch["failures"])
             last = micro == accum - 1
@@ -463,27 +603,33 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
                     metrics.write(record)
                 if step >= total:
                     break
+                # every rank stops after the same step: one that got the signal tells all
+                if any_rank(stopper.received is not None):
+                    stopped = stopper.received or "a stop signal on another rank"
+                end_of_epoch = step % steps_per_epoch == 0
+                if stopped:  # saved below at an epoch end
+                    if not end_of_epoch:
+                        save_last(epoch, f"signal {stopped}", epoch_rng)
+                    break
+                if t.SAVE_EVERY and step % t.SAVE_EVERY == 0 and not end_of_epoch:
+                    save_last(epoch, f"every {t.SAVE_EVERY} steps", epoch_rng)
             fetch = time.perf_counter()
         progress(None)
         end_of_epoch = step % steps_per_epoch == 0 or step >= total
-        if world.is_main and end_of_epoch and ((epoch + 1) % cfg.SAVE_FREQ == 0
-                                               or step >= total):
-            save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
-                            epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
-                            settings=settings)
+        if end_of_epoch and ((epoch + 1) % cfg.SAVE_FREQ == 0 or step >= total or stopped):
+            save_last(epoch, "end of training" if step >= total else "epoch end", epoch_rng)
+        if stopped:  # no validation in a preemption's grace period
+            break
         if cfg.DATA.VAL_FILE and end_of_epoch:
             result = run_evaluation(cfg, model, names, dev, log=say, tag=f"epoch{epoch}")
             if world.is_main and (best is None or result["top1"] > best):
                 best = result["top1"]
                 save_checkpoint(out / "best.pth", model=model, optimizer=None, scaler=None,
                                 epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
-                                settings=settings)
-    if failures.failures:
-        say(f"{len(failures.failures)} video load failure(s) during training (replaced); "
-            f"first: {failures.failures[0]}")
-    metrics.close()
-    return {"step": step, "best_top1": best, "skipped_steps": skipped_steps,
-            "bad_videos": len(failures.failures), **result}
+                                settings=settings,
+                                step_in_epoch=step - epoch * steps_per_epoch,
+                                saved_because="best")
+    return step, best, skipped_steps, stopped, result
 
 
 def run_evaluation(cfg: Config, model: nn.Module, names: list[str], dev: torch.device, *,
