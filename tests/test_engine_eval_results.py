@@ -109,7 +109,8 @@ def test_predict_uses_the_training_classes_and_templates(dataset, run, capsys): 
     video, ckpt = str(dataset / "c1_2.mp4"), str(out / "last.pth")
     data, err = _probs(capsys, [video, "--model", ckpt])
     assert data["labels"] == CLASSES and data["text_rows"] == 16
-    assert "using the training class names, templates of" in err and "DATA.LABEL_LIST" in err
+    assert "using the training class names, templates of" in err
+    assert "recorded in the checkpoint" in err  # (older checkpoints: from DATA.LABEL_LIST)
     explicit, _ = _probs(capsys, [video, "--model", ckpt, "--labels", ",".join(CLASSES),
                                   "--template", "claver"])
     assert explicit["text_rows"] == 16
@@ -149,3 +150,16 @@ def test_predict_reads_classes_and_text_recorded_in_the_checkpoint(dataset, run,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not record its class names" in err[0]
     assert "--labels" in err[0] and str(bare) in err[0]
+
+
+def test_training_checkpoints_record_their_classes_and_claver_test_names_the_checkpoint(
+        dataset, run):  # noqa: F811
+    cfg, out = run
+    for name in ("last.pth", "best.pth"):
+        extra = load_checkpoint(out / name)["extra"]
+        assert extra["classes"] == CLASSES and "a video of {}." in extra["templates"]
+    assert main(["test", "-c", str(cfg), "--resume", str(out / "last.pth"),
+                 "--tag", "named"]) == 0
+    summary, _ = read_eval(out, "named")
+    assert summary["protocol"]["checkpoint"] == {"path": str(out / "last.pth"),
+                                                 "sha256": sha256(out / "last.pth")}

@@ -115,17 +115,17 @@ def _cmd_test(args: argparse.Namespace) -> int:
         model = load_model(args.resume, num_frames=cfg.DATA.NUM_FRAMES).to(world.device)
         log = print if world.is_main else (lambda *_: None)
         if cfg.TEST.SPLITS:
-            evaluate_splits(cfg, model, world.device, log, args.tag)
+            evaluate_splits(cfg, model, world.device, log, args.tag, checkpoint=args.resume)
         else:
             names = engine_data.class_names(cfg)
             run_evaluation(cfg, model, names, world.device, log=log, tag=args.tag,
-                           list_file=args.list)
+                           list_file=args.list, checkpoint=args.resume)
     finally:
         cleanup()
     return 0
 
 
-def evaluate_splits(cfg, model, device, log, tag: str) -> dict:
+def evaluate_splits(cfg, model, device, log, tag: str, checkpoint: str | None = None) -> dict:
     """Zero-shot / cross-dataset protocol: every ``LIST|LABELS`` split of TEST.SPLITS with
     its own label set; mean +- std of top-1 over splits, written to ``eval/<tag>_splits.json``."""
     import json
@@ -141,7 +141,7 @@ def evaluate_splits(cfg, model, device, log, tag: str) -> dict:
         if not sep:
             raise ValueError(f"TEST.SPLITS entry {split!r} must be 'LIST.txt|LABELS.csv'")
         r = run_evaluation(cfg, model, read_labels(labels), device, log=log,
-                           tag=f"{tag}_split{i}", list_file=list_file)
+                           tag=f"{tag}_split{i}", list_file=list_file, checkpoint=checkpoint)
         results.append({"split": split, "top1": r["top1"], "top5": r["top5"]})
     top1 = [r["top1"] for r in results]
     summary = {"splits": results, "top1_mean": statistics.mean(top1),

@@ -521,10 +521,14 @@ def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
     result: dict[str, Any] = {}
     stopped: str | None = None
 
+    # what `claver predict --model` needs to score the training classes the way training did
+    text = {"classes": list(names), "templates": engine_data.templates(cfg)}
+
     def save_last(epoch: int, because: str, epoch_rng: dict[str, Any] | None) -> None:
         if world.is_main:
             save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
                             epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
+                            extra=text,
                             settings=settings, step_in_epoch=step - epoch * steps_per_epoch,
                             rng_epoch_start=epoch_rng, saved_because=because,
                             skipped_steps=skipped_steps)
@@ -626,22 +630,24 @@ def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
                 best = result["top1"]
                 save_checkpoint(out / "best.pth", model=model, optimizer=None, scaler=None,
                                 epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
-                                settings=settings,
+                                extra=text, settings=settings,
                                 step_in_epoch=step - epoch * steps_per_epoch,
                                 saved_because="best")
     return step, best, skipped_steps, stopped, result
 
 
 def run_evaluation(cfg: Config, model: nn.Module, names: list[str], dev: torch.device, *,
-                   log: Any = print, tag: str = "test", list_file: str | None = None
-                   ) -> dict[str, Any]:
-    """Evaluate on DATA.VAL_FILE (or ``list_file``), write result files, return metrics."""
+                   log: Any = print, tag: str = "test", list_file: str | None = None,
+                   checkpoint: str | None = None) -> dict[str, Any]:
+    """Evaluate on DATA.VAL_FILE (or ``list_file``), write result files (naming
+    ``checkpoint``, the weights evaluated, when given), return metrics."""
     dataset = engine_data.eval_dataset(cfg, len(names), list_file)
     loader = engine_data.eval_loader(cfg, dataset)
     tokens = engine_data.tokenize_rows(engine_data.text_rows(cfg, names))
     result = evaluate(model, loader, tokens, device=dev, amp=cfg.TRAIN.AMP, class_names=names)
     log(f"[{tag}] {result.summary()}")
-    summary = write_eval_outputs(cfg, result, names, tokens.shape[0], tag)
+    summary = write_eval_outputs(cfg, result, names, tokens.shape[0], tag,
+                                 checkpoint=checkpoint)
     return summary
 
 
