@@ -115,11 +115,8 @@ class VideoDataset(Dataset):
         """Open video ``index``, sample indices with ``rng`` and decode them: uint8 frames
         (V*T, h, w, 3), the indices (T,) or (V, T) and the video's info (raises on a bad
         video). This is the whole read of :meth:`load`; ``claver data check`` calls it too."""
-        with self.open_reader(index) as reader:
+        with self.open_reader(index) as reader:  # (opening refuses a video with no frames)
             info = reader.info
-            if info.num_frames < 1:
-                raise VideoDecodeError(self.source.describe(index), "no decodable video frames",
-                                       "re-encode it or drop it from the list")
             indices = np.asarray(self.sampler(info.num_frames, rng))
             frames = reader.get_frames(indices.reshape(-1).tolist())
         return frames, indices, info
