@@ -17,25 +17,37 @@ and the same number of torch threads, in one process, measurements interleaved:
   card does (PyAV, sequential decode up to the last sampled frame, rgb24 conversion of the
   sampled ones), ``model(**processor(text=..., videos=..., padding=True))`` per batch.
 
-Rows marked ``xN`` run our predictor with ``streams=N``: N batches through the model at
-once, each in a thread with single-threaded torch ops (the same cores, no OpenMP
-synchronisation). Rows without it use torch's default threading, like the baseline.
+Our rows are the levers of issue 14, one per ``--modes`` entry ``RUNTIME:PRECISION[:N]``:
 
-The timed work for N videos includes building the predictor (ours encodes the label texts
-there) and everything up to the probabilities. Before timing, both sides' tokenizers are
-checked to give the same ids. ``--precision bf16`` adds rows with bf16 autocast on both
-sides.
+- ``torch fp32``: eager PyTorch (the reference every other row is compared with);
+- ``torch bf16``: bf16 autocast (native on CPUs with AVX512-BF16 / AMX; the setup line says
+  which the CPU has);
+- ``onnx fp32``: the video tower exported to ONNX and run by ONNX Runtime (the default of
+  ``claver predict`` on a CPU); ``onnx int8``: the same with int8 MatMul weights.
+- ``xN``: ``streams=N``, N batches through the model at once, each single-threaded.
 
-    .venv/bin/python benchmarks/predict.py            # 8 videos, 6 paired rounds
-    .venv/bin/python benchmarks/predict.py --labels 400 --streams 1   # Kinetics-sized label set
+The ONNX export happens once per weights (cached on disk, like loading a model; its time is
+printed, not counted); everything else is timed: for N videos, building the predictor (ours
+encodes the label texts there) and everything up to the probabilities. Before timing, both
+sides' tokenizers are checked to give the same ids.
+
+**Agreement** (beside the speed): each row's probabilities on the benchmark's videos against
+``torch fp32`` of the same architecture: the same top-1 on every video whose fp32 top-2 margin
+exceeds 1 %, every probability within 0.01 (:mod:`claver.runtime.agreement`). The random
+weights get CLIP's trained logit scale (100) so that probabilities are as peaked as a trained
+model's; random weights do not have a trained CLIP's activation outliers, which is where int8
+and bf16 lose most, so a reduced-precision row that agrees here is not proof for real weights.
+
+    .venv/bin/python benchmarks/predict.py            # 8 videos, 3 paired rounds, 10 labels
+    .venv/bin/python benchmarks/predict.py --labels 400   # Kinetics-sized label set
     .venv/bin/python benchmarks/predict.py --quick    # a smoke run with tiny models
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -47,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from claver.runtime.agreement import agreement
+from claver.runtime.cpu import describe as cpu_features
 from sample_videos import make_videos  # benchmarks/ is on sys.path when run as a script
 
 LABELS = ["playing guitar", "riding a bike", "swimming", "cooking", "dancing", "juggling",
@@ -65,6 +79,25 @@ def label_set(n: int) -> list[str]:
     if not 1 <= n <= len(pool):
         raise SystemExit(f"--labels must be in 1..{len(pool)}, got {n}")
     return pool[:n]
+
+
+DEFAULT_MODES = "torch:fp32,torch:fp32:2,torch:bf16,onnx:fp32,onnx:fp32:2,onnx:int8"
+QUICK_MODES = "torch:fp32,onnx:fp32,onnx:int8"
+
+
+def parse_modes(text: str) -> list[tuple[str, str, int]]:
+    """``"onnx:fp32:2,torch:bf16"`` -> [("onnx", "fp32", 2), ("torch", "bf16", 1)]; the
+    reference ``torch:fp32`` (one stream) is always included, first."""
+    modes = [("torch", "fp32", 1)]
+    for item in text.split(","):
+        runtime, precision, *rest = item.strip().split(":")
+        mode = (runtime, precision, int(rest[0]) if rest else 1)
+        if runtime not in ("torch", "onnx") or precision not in ("fp32", "bf16", "int8"):
+            raise SystemExit(f"--modes: {item!r} is not RUNTIME:PRECISION[:STREAMS] with "
+                             "torch/onnx and fp32/bf16/int8")
+        if mode not in modes:
+            modes.append(mode)
+    return modes
 
 
 TEMPLATE = "a video of {}."
@@ -123,6 +156,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
     from claver.data.sampling import segment_indices
     from claver.inputs import Preprocess
     from claver.models.config import CLIP_MEAN, CLIP_STD
+    from claver.runtime.onnx import video_encoder
     from claver.zeroshot import Predictor
 
     tiny = args.quick
@@ -137,28 +171,35 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
         torch.manual_seed(0)
         opts = {"fusion": "meanP"} if arch == "actionclip" else {}
         model = claver.create_model(f"{arch}-{suffix}", num_frames=frames, **opts).eval()
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(100.0))  # a trained CLIP's scale (see docstring)
         pre = Preprocess(frames, size, size, CLIP_MEAN, CLIP_STD)
         label = f"ours {arch}" + (" meanP" if arch == "actionclip" else "") + f" {suffix}"
-        for precision, streams in [(p, s) for p in args.precisions for s in args.streams]:
+        for runtime, precision, streams in args.modes:
+            if runtime == "onnx":  # export once per weights (cached on disk), not timed
+                t0 = time.perf_counter()
+                video_encoder(model, precision=precision, threads=1 if streams > 1 else None)
+                print(f"export {label} onnx {precision}: {time.perf_counter() - t0:.1f}s "
+                      "(once per weights; cached)")
 
             def run(paths: list[Path], model=model, pre=pre, precision=precision,
-                    streams=streams) -> None:
+                    streams=streams, runtime=runtime) -> torch.Tensor:
                 pred = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
                                  batch_size=args.batch_size, workers=args.workers,
-                                 precision=precision, streams=streams)
-                pred.predict(paths)
+                                 precision=precision, streams=streams, runtime=runtime)
+                return torch.stack([r.probs for r in pred.predict(paths)])
 
             def prep(path: Path, pre=pre) -> torch.Tensor:
                 return pre.load(path)
 
             steady = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
-                               precision=precision)
+                               precision=precision, runtime=runtime)
 
             def infer(batch: torch.Tensor, pred=steady) -> None:
                 pred.probs_from_features(pred.video_features(batch))
 
             tag = f" x{streams}" if streams > 1 else ""
-            sides[f"{label}{tag} {precision}"] = (run, prep, infer)
+            sides[f"{label} {runtime} {precision}{tag}"] = (run, prep, infer)
 
     from transformers import XCLIPConfig, XCLIPModel, XCLIPProcessor
     from transformers.models.videomae.image_processing_pil_videomae import (
@@ -191,31 +232,32 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
         indices = segment_indices(frame_count(path), frames, train=False).tolist()
         return hf_read_video(path, indices)
 
-    for precision in args.precisions:
-        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    def hf_run(paths: list[Path]) -> None:
+        for i in range(0, len(paths), args.batch_size):
+            videos = [hf_frames(p) for p in paths[i:i + args.batch_size]]
+            inputs = processor(text=texts, videos=videos, return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                xclip(**inputs).logits_per_video.float().softmax(-1)
 
-        def hf_run(paths: list[Path], cast=cast) -> None:
-            for i in range(0, len(paths), args.batch_size):
-                videos = [hf_frames(p) for p in paths[i:i + args.batch_size]]
-                inputs = processor(text=texts, videos=videos, return_tensors="pt",
-                                   padding=True)
-                with torch.inference_mode(), cast:
-                    xclip(**inputs).logits_per_video.float().softmax(-1)
+    def hf_prep(path: Path) -> torch.Tensor:
+        return processor(videos=[hf_frames(path)], return_tensors="pt")["pixel_values"]
 
-        def hf_prep(path: Path) -> torch.Tensor:
-            return processor(videos=[hf_frames(path)], return_tensors="pt")["pixel_values"]
+    def hf_infer(batch: torch.Tensor) -> None:
+        inputs = processor(text=texts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            xclip(pixel_values=batch, **inputs).logits_per_video.softmax(-1)
 
-        def hf_infer(batch: torch.Tensor, cast=cast) -> None:
-            inputs = processor(text=texts, return_tensors="pt", padding=True)
-            with torch.inference_mode(), cast:
-                xclip(pixel_values=batch, **inputs).logits_per_video.softmax(-1)
-
-        sides[f"HF X-CLIP {suffix} {precision}"] = (hf_run, hf_prep, hf_infer)
+    sides[f"HF X-CLIP {suffix} fp32"] = (hf_run, hf_prep, hf_infer)
     params = {k: sum(p.numel() for p in m.parameters()) / 1e6
               for k, m in (("X-CLIP", xclip),)}
     print(f"models random init; X-CLIP {params['X-CLIP']:.1f}M parameters")
     return sides
+
+
+def reference_of(name: str, names: list[str]) -> str:
+    """The ``torch fp32`` row (one stream) of the same architecture as ``name``."""
+    arch = name.split(" torch ")[0].split(" onnx ")[0]
+    return next(n for n in names if n == f"{arch} torch fp32")
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -243,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"setup  torch {torch.__version__}, {threads} thread(s), "
               f"{len(args.label_set)} labels, "
               f"T={args.frames}, batch {args.batch_size}, our decode workers {args.workers}, "
-              f"{args.rounds} paired round(s)")
+              f"{args.rounds} paired round(s); CPU reduced-precision features: "
+              f"{cpu_features()}")
         sides = build_sides(args, folder)
         names = list(sides)
         batch = torch.stack([sides[names[0]][1](p) for p in paths[:args.batch_size]])
@@ -253,31 +296,44 @@ def run(args: argparse.Namespace) -> int:
         totals: dict[str, list[float]] = {name: [] for name in names}
         preps: dict[str, list[float]] = {name: [] for name in names}
         infers: dict[str, list[float]] = {name: [] for name in names}
+        probs: dict[str, torch.Tensor] = {}
         for r in range(args.rounds):  # every side on the same videos, order rotating
             for name in names[r % len(names):] + names[:r % len(names)]:
                 run_all, prep, infer = sides[name]
-                totals[name].append(timed(lambda f=run_all: f(paths)))
+                start = time.perf_counter()
+                out = run_all(paths)
+                totals[name].append(time.perf_counter() - start)
+                if out is not None:
+                    probs[name] = out
                 one = paths[r % len(paths)]
                 preps[name].append(timed(lambda f=prep, x=one: f(x)))
                 b = hf_batch if name.startswith("HF") else batch
                 infers[name].append(timed(lambda f=infer, b=b: f(b)) / len(b))
-        print(f"\n{'side':<36} {'videos/s':>9} {'ratio':>7} {'(q1-q3)':>11}   "
-              f"{'decode+prep ms':>14} {'model ms':>9}  (per video, medians)")
-        for precision in args.precisions:
-            base = next(n for n in names if n.startswith("HF") and n.endswith(precision))
-            for name in [n for n in names if n.endswith(precision)]:
-                rate = len(paths) / statistics.median(totals[name])
-                q1, q2, q3 = _quartiles([b / t for b, t in zip(totals[base], totals[name],
-                                                               strict=True)])
-                print(f"{name:<36} {rate:>9.2f} {q2:>6.2f}x {f'{q1:.2f}-{q3:.2f}':>11}   "
-                      f"{statistics.median(preps[name]) * 1e3:>14.1f} "
-                      f"{statistics.median(infers[name]) * 1e3:>9.1f}")
+        base = next(n for n in names if n.startswith("HF"))
+        width = max(len(n) for n in names) + 1
+        print(f"\n{'side':<{width}} {'videos/s':>9} {'ratio':>7} {'(q1-q3)':>11}   "
+              f"{'decode+prep ms':>14} {'model ms':>9}  {'top-1':>5} {'max|dp|':>8}  agrees")
+        for name in names:
+            rate = len(paths) / statistics.median(totals[name])
+            q1, q2, q3 = _quartiles([b / t for b, t in zip(totals[base], totals[name],
+                                                           strict=True)])
+            agree = "    -        -  -"
+            if name in probs:
+                ref = probs[reference_of(name, names)]
+                a = agreement(ref, probs[name])
+                agree = (f"{f'{a.same_top1}/{a.checked}':>5} {a.max_abs:>8.4f}  "
+                         f"{'yes' if a.ok else 'NO'}")
+            print(f"{name:<{width}} {rate:>9.2f} {q2:>6.2f}x {f'{q1:.2f}-{q3:.2f}':>11}   "
+                  f"{statistics.median(preps[name]) * 1e3:>14.1f} "
+                  f"{statistics.median(infers[name]) * 1e3:>9.1f}  {agree}")
         print("\nratio: HF X-CLIP's time / the row's time for the same videos in the same round "
               "(> 1: faster), median and quartiles over rounds; end to end, per round: our "
               "predictor set-up (text encoding) + all videos. decode+prep: one video, file to "
               "model input. model: one video's share of a batch, input to probabilities "
               "(ours: text features already computed; X-CLIP: its text tower runs in every "
-              "call).")
+              "call). top-1: videos keeping the fp32 eager top-1 / videos whose fp32 top-2 "
+              "margin exceeds 1 %; max|dp|: largest probability difference from fp32 eager "
+              "(last round); agrees: top-1 all kept and max|dp| <= 0.01.")
     return 0
 
 
@@ -288,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1, help="our background decoding threads")
-    p.add_argument("--streams", default="1,2",
-                   help="comma-separated stream counts for our rows (see the docstring)")
     p.add_argument("--threads", type=int, help="torch threads (default: the usable cores)")
-    p.add_argument("--rounds", type=int, default=6,
+    p.add_argument("--rounds", type=int, default=3,
                    help="paired rounds: every side on all videos, order rotating")
     p.add_argument("--ours", default="actionclip,claver",
                    help="comma-separated: actionclip (meanP) and/or claver")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp32,bf16")
+    p.add_argument("--modes", default=DEFAULT_MODES,
+                   help="comma-separated RUNTIME:PRECISION[:STREAMS] rows for our side "
+                        f"(default {DEFAULT_MODES}; torch:fp32 is the agreement reference)")
     p.add_argument("--labels", type=int, default=len(LABELS),
                    help="size of the label set (default 10; e.g. 400 for a Kinetics-sized "
                         "zero-shot vocabulary: X-CLIP encodes it in every call, we once)")
@@ -303,11 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.label_set = label_set(args.labels)
     args.ours = args.ours.split(",")
-    args.precisions = args.precision.split(",")
-    args.streams = [int(x) for x in args.streams.split(",")]
     if args.quick:
         args.videos, args.seconds, args.rounds, args.batch_size = 2, 1.0, 1, 2
-        args.streams = [1]
+        args.modes = QUICK_MODES if args.modes == DEFAULT_MODES else args.modes
+    args.modes = parse_modes(args.modes)
     return run(args)
 
 

@@ -13,3 +13,16 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# The browser test of `claver serve` (tests/test_serve.py) drives Debian's Chromium with
+# Selenium: install it with the test extras when missing and apt-get can be used (root).
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing Debian's chromium + chromium-driver for the browser test"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        chromium chromium-driver >/dev/null; }; then
+      echo "bootstrap: could not install chromium; the browser test will be skipped"
+    fi
+  else
+    echo "bootstrap: no chromium-driver and no root apt-get; the browser test will be skipped"
+  fi
+fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,17 +38,25 @@ def test_train_step_benchmark_quick():
     assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
 
 
-def test_predict_benchmark_quick():
+def test_predict_benchmark_quick(tmp_path):
+    env = {**os.environ, "CLAVER_CACHE": str(tmp_path)}  # the ONNX exports
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict.py"), "--quick",
-                          "--labels", "409"], capture_output=True, text=True, timeout=300)
+                          "--labels", "409"], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "gives claver's ids: yes" in out.stdout  # both sides tokenize identically
     assert " 409 labels," in out.stdout  # every generated label is distinct
-    rows = {line[:36].strip(): line[36:].split() for line in out.stdout.splitlines()
-            if line.startswith(("ours ", "HF X-CLIP "))}
-    assert set(rows) == {"ours actionclip meanP tiny fp32", "ours claver tiny fp32",
-                         "HF X-CLIP tiny fp32"}
-    for rate, ratio, quartiles, prep_ms, model_ms in rows.values():
+    rows = {" ".join(t[:-8]): t[-8:] for t in (line.split() for line in out.stdout.splitlines()
+                                                if line.startswith(("ours ", "HF X-CLIP ")))}
+    assert set(rows) == {f"ours {arch} tiny {mode}" for arch in ("actionclip meanP", "claver")
+                         for mode in ("torch fp32", "onnx fp32", "onnx int8")
+                         } | {"HF X-CLIP tiny fp32"}
+    for name, (rate, ratio, quartiles, prep_ms, model_ms, top1, max_dp, agrees) in rows.items():
         assert float(rate) > 0 and ratio.endswith("x") and float(prep_ms) > 0
         assert float(model_ms) > 0 and len(quartiles.split("-")) == 2
+        if name.startswith("ours"):
+            kept, checked = map(int, top1.split("/"))
+            assert agrees == ("yes" if kept == checked and float(max_dp) <= 0.01 else "NO")
+        if "onnx fp32" in name or "torch fp32" in name:  # ONNX Runtime fp32 equals eager
+            assert float(max_dp) <= 1e-4 and agrees == "yes"
     assert rows["HF X-CLIP tiny fp32"][1] == "1.00x"

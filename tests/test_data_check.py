@@ -195,11 +195,12 @@ def test_check_dataset_library_call(data):
     assert [c.ok for c in report.checks] == [True, False, True]
     assert report.checks[0].frames == N and (report.checks[0].width, report.checks[0].height) \
         == (64, 48)  # the native size, although frames are decoded at short side 224
-    assert views.short_side == 224
+    assert views.short_side == 256  # single view: short side 256/224 * S, centre crop S
 
 
 def test_a_wrong_root_is_named(data, tmp_path, capsys):
     root, labels = data
-    assert check(str(root / "good.txt"), "--labels", str(labels), "--root", str(tmp_path)) == 1
-    out = capsys.readouterr().out
-    assert "videos listed 3, readable 0, bad 3" in out and "check --root" in out
+    assert check(str(root / "good.txt"), "--labels", str(labels), "--root", str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"none of the 3 videos listed in {root / 'good.txt'}" in err
+    assert f"exists under {tmp_path}" in err and "set DATA.ROOT" in err

@@ -268,8 +268,9 @@ def test_engine_datasets_decode_at_the_short_side_the_transform_resizes_to(data,
 
     root, labels, good, _ = data
     cfg = engine_config(root, labels, good, f"TEST.NUM_CROPS={crops}", f"TEST.NUM_CLIPS={clips}")
+    # one view: short side 256 * S // 224 then a centre crop; three crops: short side S
     for ds, short in ((engine_data.train_dataset(cfg, 3), 256 * 32 // 224),
-                      (engine_data.eval_dataset(cfg, 3), 32)):
+                      (engine_data.eval_dataset(cfg, 3), 256 * 32 // 224 if crops == 1 else 32)):
         assert ds.short_side == short == engine_data.decode_short_side(ds.transform)
         ds.transform = RecordInput(ds.transform)
         video = ds[0]["video"]

@@ -79,8 +79,10 @@ def test_train_then_test_writes_everything(dataset, tmp_path):
     assert [p["index"] for p in preds] == list(range(6))
     assert (out / "eval/epoch0_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3]
-    assert all({"loss", "lr", "clips_per_s", "data_wait", "mem_mb"} <= set(r) for r in records)
+    assert [r["step"] for r in records] == [1, 2, 3, 3]  # 3 training steps, 1 validation
+    assert all({"loss", "lr", "clips_per_s", "data_wait", "mem_mb"} <= set(r)
+               for r in records[:3])
+    assert records[3]["val_top1"] == summary["top1"] and records[3]["epoch"] == 0
     model = load_model(out / "last.pth")  # self-describing
     assert model.config.num_frames == 4
     code = subprocess.run([sys.executable, "-m", "claver", "test", "-c", str(tmp_path / "c.yaml"),
@@ -89,6 +91,9 @@ def test_train_then_test_writes_everything(dataset, tmp_path):
     assert code.returncode == 0, code.stderr
     multi = json.loads((out / "eval/test.json").read_text())
     assert multi["protocol"]["views"] == 6 and "top-1" in code.stdout
+    assert summary["protocol"]["views"] == 1  # validation: VAL's one view, not TEST's six
+    assert f"results in {out / 'eval' / 'test.json'}" in code.stdout
+    assert "[test] evaluating: 6/6 videos (100%)" in code.stdout  # plain progress, no bar
 
 
 @pytest.mark.parametrize("extra", [
@@ -166,15 +171,24 @@ def test_sigkill_then_auto_resume_gives_identical_weights(dataset, tmp_path):
                              capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text()
+             .splitlines()]
+    assert steps == list(range(1, 10))  # steps 4-5 of the killed run are not there twice
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("per_device", [2, 1])  # 1: two accumulation steps under no_sync
-def test_two_process_ddp_matches_one_process(dataset, tmp_path, per_device):
+@pytest.mark.parametrize("per_device, loss", [
+    (2, "claver"), (1, "claver"),  # 1: two accumulation steps under no_sync
+    (2, "actionclip"),  # the in-batch loss over both ranks' videos, as one process sees them
+])
+def test_two_process_ddp_matches_one_process(dataset, tmp_path, per_device, loss):
     cfg = write_config(tmp_path / "c.yaml", dataset, tmp_path / "one")
-    common = ["DATA.VAL_FILE=", "TRAIN.MIXUP=0", "TRAIN.CUTMIX=0", "TRAIN.EPOCHS=1"]
+    # per_step text rows: one draw per optimizer step shared by micro-batches and ranks (the
+    # official draw is per micro-batch and rank, so DDP could not equal one process)
+    common = ["DATA.VAL_FILE=", "TRAIN.MIXUP=0", "TRAIN.CUTMIX=0", "TRAIN.EPOCHS=1",
+              "TRAIN.TEXT_ROW_DRAW=per_step", f"TRAIN.LOSS={loss}"]
     one = subprocess.run([sys.executable, "-m", "claver", "train", "-c", str(cfg), *common,
                           "OUTPUT=" + str(tmp_path / "one")], capture_output=True, text=True,
                          timeout=300)
@@ -185,6 +199,7 @@ def test_two_process_ddp_matches_one_process(dataset, tmp_path, per_device):
                           "OUTPUT=" + str(tmp_path / "two")], capture_output=True, text=True,
                          timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("done: ") == 1 and two.stdout.count("training videos") == 1
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in a:
         x, y = a[k], b[k]

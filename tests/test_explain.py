@@ -25,7 +25,6 @@ from claver.explain import (
     mask_image,
     recorded_attention,
 )
-from claver.images import write_png
 from claver.models.factory import save_model
 from claver.models.kronecker import kronecker_mask
 from videos import make_video
@@ -119,25 +118,66 @@ def test_explicit_attention_equals_sdpa():
     assert "forward" not in vars(m.visual.transformer.resblocks[-1].attn)  # restored
 
 
+def inferno(values: np.ndarray) -> np.ndarray:
+    """Reference colours: matplotlib's inferno map, float RGB in [0, 255]."""
+    import matplotlib
+
+    return np.asarray(matplotlib.colormaps["inferno"](values))[..., :3] * 255
+
+
+def bilinear(grid: np.ndarray, y: int, x: int, size: int) -> float:
+    """Pixel (y, x) of ``grid`` (g, g) scaled to (size, size), half-pixel centres, edges
+    clamped (what ``F.interpolate(mode="bilinear", align_corners=False)`` defines)."""
+    g = grid.shape[0]
+
+    def taps(p: int) -> tuple[int, int, float]:
+        s = min(max((p + 0.5) * g / size - 0.5, 0.0), g - 1.0)
+        lo = int(np.floor(s))
+        return lo, min(lo + 1, g - 1), s - lo
+
+    y0, y1, wy = taps(y)
+    x0, x1, wx = taps(x)
+    top = grid[y0, x0] * (1 - wx) + grid[y0, x1] * wx
+    bottom = grid[y1, x0] * (1 - wx) + grid[y1, x1] * wx
+    return float(top * (1 - wy) + bottom * wy)
+
+
 def test_pictures_have_the_documented_shapes(tmp_path):
     exp = explain(square_video(), ["thing", "other"], rigged(), label="other")
     assert exp.label == "other" and exp.frames.shape == (4, 32, 32, 3)
+    assert exp.times is None and exp.captions() == [f"frame {i}/4" for i in range(1, 5)]
     paths = exp.save(tmp_path, "sq")
-    png = np.asarray(PIL.open(paths["png"]).convert("RGB"))
-    assert png.shape == (2 * 128 + 4, 4 * 128 + 3 * 4, 3)  # tiles of max(S, 128) px, 4 px gaps
+    png = PIL.open(paths["png"])
+    assert png.size == (int(100 * (2.2 * 4 + 4)), 520)  # 2.2 in per frame + 4 in, 100 dpi
     gif = PIL.open(paths["gif"])
-    assert gif.n_frames == 4 and gif.size == (128, 128)
-    # top row: the frames the model saw (white square where expected)
+    assert gif.n_frames == 4 and gif.size == (128, 128) and gif.info.get("loop") == 0
+    overlays = [o.numpy().astype(float) for o in exp.overlays()]
     for t, (r, c) in enumerate(CELLS):
-        tile = png[:128, t * 132:t * 132 + 128]
+        # the frames the model saw: white square where expected, black elsewhere
+        frame = exp.frames[t].numpy()
+        assert frame[r * 8 + 4, c * 8 + 4].min() > 200 and frame[(r + 2) % 4 * 8 + 4].max() < 30
+        # overlay = (frame + colour of the bilinearly up-sampled heat) / 2
+        heat = exp.heatmaps[t].numpy()
+        y, x = r * 32 + 16, c * 32 + 16
+        assert bilinear(heat, y, x, 128) > 0.9
+        np.testing.assert_allclose(overlays[t][y, x],
+                                   (255 + inferno(bilinear(heat, y, x, 128))) / 2, atol=1.01)
         far = ((r + 2) % 4 * 32 + 16, (c + 2) % 4 * 32 + 16)
-        assert tile[r * 32 + 16, c * 32 + 16].min() > 200 and tile[far].max() < 30
-        # bottom row: the hottest colour (dark red end of the scale) sits on the square
-        heat = png[132:, t * 132:t * 132 + 128].astype(int)
-        redness = heat[..., 0] - heat[..., 2]
-        y, x = np.unravel_index(redness.argmax(), redness.shape)
-        assert (y // 32, x // 32) == (r, c)
-    assert exp.grid(tile=40).shape == (84, 172, 3)
+        np.testing.assert_allclose(overlays[t][far], inferno(bilinear(heat, *far, 128)) / 2,
+                                   atol=1.01)
+        # the GIF holds the same picture (up to its 256-colour palette), caption on top
+        gif.seek(t)
+        shown = np.asarray(gif.convert("RGB")).astype(float)
+        assert np.abs(shown[64:] - overlays[t][64:]).mean() < 6
+    assert exp.overlays(tile=40)[0].shape == (40, 40, 3)
+
+
+def test_file_frames_carry_their_times(tmp_path):
+    path = make_video(tmp_path / "v.mp4", num_frames=20, fps=10, size=(64, 48))
+    exp = explain(path, ["a", "b"], rigged())
+    # 4 segment centres of 20 frames: 2, 7, 12, 17 -> at 10 fps
+    assert exp.times == pytest.approx((0.2, 0.7, 1.2, 1.7))
+    assert exp.captions() == ["t = 0.20 s", "t = 0.70 s", "t = 1.20 s", "t = 1.70 s"]
 
 
 def test_grad_attention_of_the_other_label_also_works_on_files(tmp_path):
@@ -165,8 +205,9 @@ def test_mask_picture_matches_the_mask(mode, tmp_path):
                 assert pixel.tolist() == [255, 140, 0]
             else:
                 assert (pixel.min() > 200) == bool(mask[i, j])
-    back = np.asarray(PIL.open(write_png(tmp_path / "m.png", img)))
-    assert (back == img.numpy()).all()
+    from claver.figures import mask_figure
+
+    assert PIL.open(mask_figure(t, n, mode, tmp_path / "m.png")).size == (800, 860)
 
 
 def test_cli_explain_writes_grid_gif_and_mask(tmp_path, capsys):
@@ -178,11 +219,10 @@ def test_cli_explain_writes_grid_gif_and_mask(tmp_path, capsys):
                  "--out", str(out), "--tile", "64"]) == 0
     text = capsys.readouterr().out
     assert "grad-attention" in text and "mask" in text
-    png = np.asarray(PIL.open(out / "clip.explain.png"))
-    assert png.shape == (2 * 64 + 4, 4 * 64 + 3 * 4, 3)
-    assert PIL.open(out / "clip.explain.gif").n_frames == 4
-    mask = PIL.open(out / "clip.mask.png")
-    assert mask.size[0] == mask.size[1] >= 4 * 17
+    assert PIL.open(out / "clip.explain.png").size == (1280, 520)
+    gif = PIL.open(out / "clip.explain.gif")
+    assert gif.n_frames == 4 and gif.size == (64, 64)
+    assert PIL.open(out / "clip.mask.png").size == (800, 860)
     # an ActionCLIP model has no Kronecker mask: no mask picture, a note instead
     ac = save_model(rigged("actionclip-tiny"), tmp_path / "ac.safetensors")
     assert main(["explain", str(video), "--labels", "a,b", "--model", str(ac), "--out",

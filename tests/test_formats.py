@@ -206,8 +206,11 @@ def test_original_actionclip_checkpoint(tmp_path, fusion):
     ckpt = read_checkpoint(path)
     assert ckpt.format == "actionclip-original" and ckpt.config.fusion == fusion
     loaded = load_model(path, num_frames=T).eval()
-    # reference: our model with weights rounded through fp16, as stored
-    ref = build_model(m.config).eval()
+    # reference: our model with weights rounded through fp16, as stored; an original Conv1D
+    # head keeps the original's (B, T, C) -> (B, C, T) view (tests/test_fidelity_actionclip.py)
+    layout = "original" if fusion == "Conv1D" else "time"
+    assert loaded.config.conv1d_layout == layout
+    ref = build_model(m.config.replace(conv1d_layout=layout)).eval()
     ref.load_state_dict({k: v.half().float() for k, v in m.state_dict().items()})
     same_outputs(ref, loaded, atol=1e-6)
 
@@ -243,8 +246,8 @@ def test_mismatched_architecture_names_both(tmp_path):
     with pytest.raises(CheckpointError) as e:
         claver.create_model("claver-tiny6", num_frames=T, pretrained=path)
     msg = str(e.value)
-    assert "looks like claver-tiny" in msg and "claver-tiny6" in msg
-    assert "missing" in msg and "visual.transformer.resblocks.3" in msg
+    assert "'claver-tiny6' vs the checkpoint: vision.layers: 6 vs 3" in msg
+    assert "MODEL.ARCH=claver-tiny" in msg  # the preset the checkpoint matches
 
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path):

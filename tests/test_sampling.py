@@ -45,11 +45,14 @@ def test_segment_test_matches_exact_formula():
 def test_segment_short_video_repeats_frames():
     # n=3, T=5: seg 0.6, centres 0.3, 0.9, 1.5, 2.1, 2.7
     assert_int64(segment_indices(3, 5, train=False), [0, 0, 1, 2, 2])
-    # train: boundaries 0, .6, 1.2, 1.8, 2.4, 3 -> segments hold {0}, {1}, {}, {2}, {}; the
-    # empty ones take the frame their start falls in: 1 and 2
+    # keep_tail train: boundaries 0, .6, 1.2, 1.8, 2.4, 3 -> segments hold {0}, {1}, {}, {2},
+    # {}; the empty ones take the frame their start falls in: 1 and 2
     for seed in range(5):
-        assert_int64(segment_indices(3, 5, train=True, rng=rng(seed)), [0, 1, 1, 2, 2])
-    assert_int64(segment_indices(1, 4, train=True, rng=rng()), [0, 0, 0, 0])
+        assert_int64(segment_indices(3, 5, train=True, rng=rng(seed), keep_tail=True),
+                     [0, 1, 1, 2, 2])
+    assert_int64(segment_indices(1, 4, train=True, rng=rng(), keep_tail=True), [0, 0, 0, 0])
+    # official (mmaction2) train: round(k * 3 / 5) = round(0, .6, 1.2, 1.8, 2.4)
+    assert_int64(segment_indices(3, 5, train=True, rng=rng()), [0, 1, 1, 2, 2])
 
 
 def test_segment_train_membership_and_determinism():
@@ -57,12 +60,13 @@ def test_segment_train_membership_and_determinism():
     allowed = [{0, 1, 2}, {3, 4}, {5, 6, 7}, {8, 9}]
     seen = [set() for _ in allowed]
     for seed in range(200):
-        a = segment_indices(10, 4, train=True, rng=rng(seed))
+        a = segment_indices(10, 4, train=True, rng=rng(seed), keep_tail=True)
         assert a.dtype == np.int64 and a.shape == (4,)
         for i, v in enumerate(a.tolist()):
             assert v in allowed[i]
             seen[i].add(v)
-        np.testing.assert_array_equal(a, segment_indices(10, 4, train=True, rng=rng(seed)))
+        np.testing.assert_array_equal(
+            a, segment_indices(10, 4, train=True, rng=rng(seed), keep_tail=True))
     assert seen == allowed  # every frame of every segment gets drawn
 
 
@@ -70,9 +74,11 @@ def test_segment_train_non_decreasing_everywhere():
     g = rng(1)
     for n in range(1, 60):
         for t in (1, 2, 5, 8, 13):
-            a = segment_indices(n, t, train=True, rng=g)
-            assert a.shape == (t,) and a.min() >= 0 and a.max() < n
-            assert np.all(np.diff(a) >= 0)
+            for keep_tail in (True, False):
+                a = segment_indices(n, t, train=True, rng=g, keep_tail=keep_tail)
+                assert a.shape == (t,) and a.min() >= 0 and a.max() < n
+                if keep_tail or t < 2 * n:  # the official rule wraps round(k n / T) = n to 0
+                    assert np.all(np.diff(a) >= 0)
 
 
 def test_segment_errors():
@@ -136,23 +142,26 @@ def test_clip_train_branch_zeros_and_out_of_bound():
 
 def test_clip_test_evenly_spaced():
     # n=30, L=8, 3 clips: avg = 23/3 = 7.667; offsets int(3.83), int(11.5), int(19.17)
-    assert_int64(clip_indices(30, 4, 2, 3, train=False),
+    assert_int64(clip_indices(30, 4, 2, 3, train=False, test_rule="0.x"),
                  [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25])
     # twice_sample appends the stride starts int(0), int(7.67), int(15.33) = 0, 7, 15
-    assert_int64(clip_indices(30, 4, 2, 3, train=False, twice_sample=True),
+    assert_int64(clip_indices(30, 4, 2, 3, train=False, twice_sample=True, test_rule="0.x"),
                  [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
                   0, 2, 4, 6, 7, 9, 11, 13, 15, 17, 19, 21])
     # n=100, clip_len=8, interval 1, 1 clip: avg = 93 -> offset int(46.5) = 46
-    assert_int64(clip_indices(100, 8, train=False), list(range(46, 54)))
+    assert_int64(clip_indices(100, 8, train=False, test_rule="0.x"), list(range(46, 54)))
 
 
 def test_clip_test_short_video():
     # n=8, L=8: n > 7 -> avg = 1, offset int(0.5) = 0
-    assert_int64(clip_indices(8, 4, 2, 1, train=False), [0, 2, 4, 6])
+    assert_int64(clip_indices(8, 4, 2, 1, train=False, test_rule="0.x"), [0, 2, 4, 6])
     # n=3, clip_len=4: n > 3 false -> zeros; 0 1 2 3 -> loop 0 1 2 0 / repeat 0 1 2 2
-    assert_int64(clip_indices(3, 4, 1, 2, train=False), [0, 1, 2, 0, 0, 1, 2, 0])
-    assert_int64(clip_indices(3, 4, 1, 1, train=False, out_of_bound="repeat_last"), [0, 1, 2, 2])
-    assert_int64(clip_indices(3, 4, 1, 1, train=False, twice_sample=True), [0, 1, 2, 0] * 2)
+    old = {"test_rule": "0.x"}
+    assert_int64(clip_indices(3, 4, 1, 2, train=False, **old), [0, 1, 2, 0, 0, 1, 2, 0])
+    assert_int64(clip_indices(3, 4, 1, 1, train=False, out_of_bound="repeat_last", **old),
+                 [0, 1, 2, 2])
+    assert_int64(clip_indices(3, 4, 1, 1, train=False, twice_sample=True, **old),
+                 [0, 1, 2, 0] * 2)
 
 
 def test_clip_errors():
@@ -196,9 +205,10 @@ def test_multiview_segment_evenness():
 
 def test_multiview_clip_mode():
     # clip mode = clip_indices test offsets: n=30, T=4, interval 2, 3 views (see above)
-    assert_int64(multiview_indices(30, 4, 3, mode="clip", frame_interval=2),
+    assert_int64(multiview_indices(30, 4, 3, mode="clip", frame_interval=2, test_rule="0.x"),
                  [[3, 5, 7, 9], [11, 13, 15, 17], [19, 21, 23, 25]])
-    assert_int64(multiview_indices(30, 4, 3, mode="clip", clip_len=4, frame_interval=2),
+    assert_int64(multiview_indices(30, 4, 3, mode="clip", clip_len=4, frame_interval=2,
+                                   test_rule="0.x"),
                  [[3, 5, 7, 9], [11, 13, 15, 17], [19, 21, 23, 25]])
     with pytest.raises(ValueError, match="clip_len"):
         multiview_indices(30, 4, 3, mode="clip", clip_len=5)
@@ -218,8 +228,12 @@ def test_frame_sampler_shapes_and_modes():
     views = FrameSampler(4, num_clips=2)(16)
     assert_int64(views, [[1, 5, 9, 13], [3, 7, 11, 15]])
     assert_int64(FrameSampler(4, mode="clip", frame_interval=2)(30), [11, 13, 15, 17])
-    assert_int64(FrameSampler(4, mode="clip", frame_interval=2, num_clips=3)(30),
+    assert_int64(FrameSampler(4, mode="clip", frame_interval=2, num_clips=3,
+                              test_rule="0.x")(30),
                  [[3, 5, 7, 9], [11, 13, 15, 17], [19, 21, 23, 25]])
+    # mmaction2 1.x: span 7, max offset 23, starts round(0, 11.5, 23) = 0, 12, 23
+    assert_int64(FrameSampler(4, mode="clip", frame_interval=2, num_clips=3)(30),
+                 [[0, 2, 4, 6], [12, 14, 16, 18], [23, 25, 27, 29]])
     clip = FrameSampler(4, mode="clip", frame_interval=2, train=True)(30, rng(0))
     assert clip.shape == (4,) and np.all(np.diff(clip) == 2) and 0 <= clip[0] <= 22
     assert FrameSampler(8, num_clips=4).views == 4
@@ -236,6 +250,7 @@ def test_frame_sampler_is_frozen_and_validates():
         ({"num_frames": 8, "num_clips": 0}, "num_clips"),
         ({"num_frames": 8, "num_clips": 4, "train": True}, "num_clips"),
         ({"num_frames": 8, "mode": "clip", "out_of_bound": "x"}, "out_of_bound"),
+        ({"num_frames": 8, "test_rule": "2.x"}, "test_rule"),
     ]:
         with pytest.raises(ValueError, match=match):
             FrameSampler(**kwargs)

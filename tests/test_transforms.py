@@ -64,8 +64,10 @@ def test_three_crop_positions():
     v = arange_video(1, 10, 4)  # portrait: top 0, centre 3, bottom 6
     for out, top in zip(tr.three_crop(v, 4), (0, 3, 6), strict=True):
         assert torch.equal(out, v[..., top:top + 4, :])
-    v = arange_video(1, 6, 11)  # crop smaller than the short side: centred vertically (top 1)
-    for out, left in zip(tr.three_crop(v, 4), (0, 3, 7), strict=True):
+    # crop smaller than the short side: centred vertically (top 1); 11 - 4 = 7 is odd, so the
+    # far crop starts at 2 * (7 // 2) = 6, one pixel short of the edge (mmaction2 ThreeCrop)
+    v = arange_video(1, 6, 11)
+    for out, left in zip(tr.three_crop(v, 4), (0, 3, 6), strict=True):
         assert torch.equal(out, v[..., 1:5, left:left + 4])
 
 
@@ -403,12 +405,18 @@ def test_train_transform_plain_path_is_exact():
 
 def test_eval_transform_exact_pixels():
     s = 8
+    # one view: short side 256 * 8 // 224 = 9 (already), centre crop top 0, left (15 - 8) // 2
+    v1 = torch.randint(0, 256, (3, 9, 15, 3), generator=gen(6), dtype=torch.uint8)
+    one = tr.build_eval_transform(s, mean=CLIP_MEAN, std=CLIP_STD)
+    assert one.resize_to == 9
+    out = one(v1)
+    assert out.shape == (3, 3, s, s)
+    x1 = tr.to_float(v1.permute(0, 3, 1, 2))
+    assert torch.allclose(out, tr.normalize(x1[..., 0:s, 3:3 + s], CLIP_MEAN, CLIP_STD),
+                          atol=1e-6)
+    # three crops: short side S = 8 (already), lefts 0, 3, 6
     v = torch.randint(0, 256, (3, s, s + 6, 3), generator=gen(6), dtype=torch.uint8)
     x = tr.to_float(v.permute(0, 3, 1, 2))
-    one = tr.build_eval_transform(s, mean=CLIP_MEAN, std=CLIP_STD)
-    out = one(v)
-    assert out.shape == (3, 3, s, s)
-    assert torch.allclose(out, tr.normalize(x[..., 3:3 + s], CLIP_MEAN, CLIP_STD), atol=1e-6)
     three = tr.build_eval_transform(s, mean=CLIP_MEAN, std=CLIP_STD, crops=3)(v)
     assert three.shape == (3, 3, 3, s, s)
     for k, left in enumerate((0, 3, 6)):
@@ -441,6 +449,9 @@ def test_mixup_off_gives_smoothed_one_hot_for_hard_labels():
         assert out is videos and torch.allclose(targets, expected)
 
 
+SWAP = torch.tensor([1, 0])  # pair the two videos with each other (the default is random)
+
+
 def two_videos() -> tuple[torch.Tensor, torch.Tensor]:
     videos = torch.stack([torch.zeros(3, 3, 10, 12), torch.ones(3, 3, 10, 12)])
     return videos, torch.tensor([1, 3])
@@ -450,7 +461,8 @@ def test_mixup_lambda_mix():
     videos, labels = two_videos()
     y = mx.smooth_one_hot(labels, 4, 0.1)
     for seed in range(5):
-        out, targets = mx.mixup_cutmix(videos, labels, 4, cutmix_alpha=0.0, generator=gen(seed))
+        out, targets = mx.mixup_cutmix(videos, labels, 4, cutmix_alpha=0.0, generator=gen(seed),
+                                       partner=SWAP)
         lam = 1.0 - out[0, 0, 0, 0, 0].item()  # video 0 = lam * 0 + (1 - lam) * 1
         assert torch.allclose(out[0], torch.full_like(out[0], 1 - lam))
         assert torch.allclose(out[1], torch.full_like(out[1], lam))
@@ -465,7 +477,8 @@ def test_cutmix_box_same_across_frames_and_lambda_is_area():
     y = mx.smooth_one_hot(labels, 4, 0.1)
     nonempty = 0
     for seed in range(20):
-        out, targets = mx.mixup_cutmix(videos, labels, 4, mixup_alpha=0.0, generator=gen(seed))
+        out, targets = mx.mixup_cutmix(videos, labels, 4, mixup_alpha=0.0, generator=gen(seed),
+                                       partner=SWAP)
         box = out[0] == 1  # pasted from video 1
         assert torch.equal(box, box[:1, :1].expand_as(box))  # same for every frame and channel
         assert torch.equal(out[1] == 0, box)  # the same box pasted the other way
@@ -484,9 +497,10 @@ def test_mixup_switch_deterministic_odd_batch_and_multi_hot():
     a = mx.mixup_cutmix(videos, labels, 6, generator=gen(9))
     b = mx.mixup_cutmix(videos, labels, 6, generator=gen(9))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    # the middle sample of an odd batch pairs with itself
-    assert torch.allclose(a[0][2], videos[2]) and torch.allclose(
-        a[1][2], mx.smooth_one_hot(labels[2:3], 6, 0.1)[0])
+    # paired with the mirror batch, the middle sample of an odd batch pairs with itself
+    m = mx.mixup_cutmix(videos, labels, 6, generator=gen(9), partner=torch.arange(4, -1, -1))
+    assert torch.allclose(m[0][2], videos[2]) and torch.allclose(
+        m[1][2], mx.smooth_one_hot(labels[2:3], 6, 0.1)[0])
     multi = torch.zeros(5, 6)
     multi[:, 0] = 1
     multi[0, 5] = 1

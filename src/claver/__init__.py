@@ -25,6 +25,8 @@ _LAZY = {
     "encode_text": "claver.zeroshot",
     "Predictor": "claver.zeroshot",
     "load_pretrained": "claver.pretrained",
+    "index": "claver.search",
+    "Index": "claver.search",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -29,14 +29,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from claver.images import overlay, write_gif, write_png
-from claver.inputs import Preprocess, as_items, source_name
+from claver.data.decode import VideoReader
+from claver.images import overlay, save_gif
+from claver.inputs import FILE_TYPES, Preprocess, as_items, source_name
 
 __all__ = ["METHODS", "Explanation", "attention_maps", "explain", "explain_with",
            "mask_image"]
 
 METHODS = ("grad-attention", "attention")
-_GAP = 4  # pixels between tiles of the grid picture
 
 
 @contextlib.contextmanager
@@ -130,6 +130,7 @@ class Explanation:
     method: str
     frames: torch.Tensor  # uint8 (T, S, S, 3): the model's input, de-normalised
     heatmaps: torch.Tensor  # float (T, g, g) in [0, 1]
+    times: tuple[float, ...] | None = None  # seconds of each frame (files), else None
 
     @property
     def label(self) -> str:
@@ -144,18 +145,25 @@ class Explanation:
                              align_corners=False)[:, 0].clamp(0, 1)
         return [overlay(f, h) for f, h in zip(frames, heat, strict=True)]
 
-    def grid(self, tile: int | None = None) -> torch.Tensor:
-        """uint8 (2P + gap, T (P + gap) - gap, 3): frames on top, heat-map overlays below."""
-        size = tile or max(self.frames.shape[1], 128)
-        return _tiles([list(_scale(self.frames, size)), self.overlays(size)])
+    def captions(self) -> list[str]:
+        """Per frame: ``"t = 1.23 s"`` (files) or ``"frame i/T"`` (arrays)."""
+        t = len(self.frames)
+        if self.times is not None:
+            return [f"t = {s:.2f} s" for s in self.times]
+        return [f"frame {i + 1}/{t}" for i in range(t)]
 
     def save(self, out_dir: str | Path, stem: str | None = None,
-             tile: int | None = None) -> dict[str, Path]:
-        """Write ``<stem>.explain.png`` (the grid) and ``<stem>.explain.gif``."""
+             tile: int | None = None, topk: int = 5) -> dict[str, Path]:
+        """Write ``<stem>.explain.png`` (:func:`claver.figures.explain_figure`: frames with
+        their times, heat-maps with a colour bar, top-``topk`` bars) and
+        ``<stem>.explain.gif`` (the heat-map overlays, captioned with their times)."""
+        from claver.figures import explain_figure
+
         out = Path(out_dir)
         stem = stem or (Path(self.source).stem if not self.source.startswith("<") else "video")
-        return {"png": write_png(out / f"{stem}.explain.png", self.grid(tile)),
-                "gif": write_gif(out / f"{stem}.explain.gif", self.overlays(tile), 250)}
+        return {"png": explain_figure(self, out / f"{stem}.explain.png", topk, tile),
+                "gif": save_gif(out / f"{stem}.explain.gif", self.overlays(tile), 250,
+                                self.captions())}
 
 
 def _scale(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -164,19 +172,6 @@ def _scale(frames: torch.Tensor, size: int) -> torch.Tensor:
         return frames
     x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(size, size), mode="nearest")
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-def _tiles(rows: Sequence[Sequence[torch.Tensor]], gap: int = _GAP,
-           background: int = 255) -> torch.Tensor:
-    """Rows of equally sized (P, Q, 3) tiles in one uint8 picture with ``gap`` px between."""
-    p, q = rows[0][0].shape[:2]
-    cols = max(len(r) for r in rows)
-    out = torch.full((len(rows) * (p + gap) - gap, cols * (q + gap) - gap, 3), background,
-                     dtype=torch.uint8)
-    for i, row in enumerate(rows):
-        for j, tile in enumerate(row):
-            out[i * (p + gap):i * (p + gap) + p, j * (q + gap):j * (q + gap) + q] = tile
-    return out
 
 
 def mask_image(num_frames: int, tokens_per_frame: int, mode: str = "kmt",
@@ -212,12 +207,28 @@ def explain_with(predictor: Any, video: Any, *, label: str | None = None,
     if predictor.labels is None:
         raise ValueError("the predictor has no labels; pass labels first")
     name = source_name(items[0], 0)
-    clip = predictor.preprocess.load(items[0], name)[None].to(predictor.device)
+    clip, times = _load_with_times(predictor.preprocess, items[0], name)
+    clip = clip[None].to(predictor.device)
     probs = predictor.probs_from_features(predictor.video_features(clip))[0]
     target = int(probs.argmax()) if label is None else _index(predictor.labels, label)
     maps = attention_maps(predictor.model, clip, predictor.text_features, target, method)
     return Explanation(name, predictor.labels, probs, target, method,
-                       predictor.preprocess.display(clip[0]), maps.cpu())
+                       predictor.preprocess.display(clip[0]), maps.cpu(), times)
+
+
+def _load_with_times(pre: Preprocess, item: Any, name: str
+                     ) -> tuple[torch.Tensor, tuple[float, ...] | None]:
+    """Normalised clip (T, 3, S, S) as :meth:`Preprocess.load` makes it, and the time in
+    seconds of each frame (index / frame rate) for files (None for arrays)."""
+    if not isinstance(item, FILE_TYPES):
+        return pre.load(item, name), None
+    with VideoReader(item, pre.backend, short_side=pre.short_side) as reader:
+        info = reader.info
+        indices = pre.indices(info.num_frames)
+        frames = reader.get_frames(indices)
+    rate = info.num_frames / info.duration if info.duration > 0 else info.fps
+    times = tuple(i / rate for i in indices) if rate and rate > 0 else None
+    return pre.normalize(pre.crop(frames)), times
 
 
 def explain(video: Any, labels: Sequence[str], model: Any = None, *, label: str | None = None,

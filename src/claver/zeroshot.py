@@ -22,6 +22,14 @@ frames: T segment centres are taken), and lists of these. :class:`Predictor` kee
 features of a label set and decodes the next batch in a background thread while the model
 runs; the functions :func:`predict`, :func:`predict_windows`, :func:`encode_video` and
 :func:`encode_text` build one per call.
+
+**Runtimes** (``runtime=``): ``"torch"`` (eager PyTorch, any device, autocast precisions),
+``"onnx"`` (the video tower exported once per weights and run by ONNX Runtime on the CPU,
+:mod:`claver.runtime.onnx`; ``precision="int8"`` quantises its weights) and ``"auto"``, the
+default of the functions and ``claver predict``: ONNX Runtime fp32 on a CPU when
+``onnxruntime`` is installed (``pip install 'claver[onnx]'``), else torch. ONNX fp32 gives the
+eager probabilities to ~1e-6; a model exported with ``claver export`` (``model="m.onnx"``)
+always runs on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from claver.inputs import (
 )
 from claver.pretrained import resolve_model
 from claver.prompts.rows import mean_row_probabilities
+from claver.runtime.select import choose_runtime, is_onnx_file, load_exported, onnx_video
+from claver.runtime.towers import video_embedding
 
 __all__ = ["BACKGROUND", "DEFAULT_TEMPLATE", "Prediction", "Predictor", "Preprocess",
            "encode_text", "encode_video", "merge_windows", "predict", "predict_windows",
@@ -59,7 +69,7 @@ __all__ = ["BACKGROUND", "DEFAULT_TEMPLATE", "Prediction", "Predictor", "Preproc
 
 BACKGROUND = "no action"
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
-                                             "fp16": torch.float16}
+                                             "fp16": torch.float16, "int8": None}
 _INPUT_ERRORS = (VideoDecodeError, FileNotFoundError, ValueError, TypeError, OSError)
 
 
@@ -204,8 +214,11 @@ class Predictor:
     """A model, its preprocessing and (optionally) the text features of a label set.
 
     ``model``: a CLIP/CLAVER/ActionCLIP model (plain CLIP models average their frame
-    features, i.e. ActionCLIP meanP). ``precision``: "fp32" (default), or "bf16"/"fp16"
-    autocast (bf16 is ~3x faster on CPUs with AVX-512 BF16; probabilities change slightly).
+    features, i.e. ActionCLIP meanP), or an exported :class:`claver.runtime.onnx.OnnxModel`.
+    ``runtime``: "torch" (default here), "onnx" or "auto" (see the module docstring).
+    ``precision``: "fp32" (default), "bf16"/"fp16" autocast (torch runtime; bf16 is faster on
+    CPUs with AVX-512 BF16, probabilities change slightly) or "int8" (onnx runtime: int8
+    weights).
     ``workers``: background threads decoding the next batch (0: decode in the caller).
     ``streams``: batches run through the model at once, each in its own thread with
     single-threaded torch ops (``torch.set_num_threads(1)`` during the call, restored after):
@@ -218,7 +231,8 @@ class Predictor:
                  descriptions: Mapping[str, Sequence[str] | str] | Sequence[Sequence[str]]
                  | None = None, preprocess: Preprocess | None = None,
                  device: str | torch.device | None = None, precision: str = "fp32",
-                 batch_size: int = 4, workers: int = 1, streams: int = 1) -> None:
+                 batch_size: int = 4, workers: int = 1, streams: int = 1,
+                 runtime: str = "torch") -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"model must be a claver model (create_model/load_model/"
                             f"load_pretrained), got {type(model).__name__}")
@@ -230,8 +244,14 @@ class Predictor:
         self.device = torch.device(device) if device is not None else model.logit_scale.device
         self.model = model.to(self.device) if device is not None else model
         self.preprocess = preprocess or Preprocess.for_model(model)
-        self.precision, self.batch_size, self.workers = precision, batch_size, workers
-        self.streams = streams
+        self.batch_size, self.workers, self.streams = batch_size, workers, streams
+        self.runtime, self.precision = choose_runtime(runtime, model, self.device, precision)
+        self._video: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if self.runtime == "onnx" and not hasattr(model, "video_session"):
+            self._video = onnx_video(model, self.precision, 1 if streams > 1 else None,
+                                     strict=runtime == "onnx" or precision == "int8")
+            if self._video is None:
+                self.runtime = "torch"
         self.labels: tuple[str, ...] | None = None
         self.rows: list[list[str]] = []
         self.text_features: torch.Tensor | None = None  # (R, C, E)
@@ -284,13 +304,11 @@ class Predictor:
             return self._features(video)
 
     def _features(self, video: torch.Tensor) -> torch.Tensor:
+        if self._video is not None:  # ONNX Runtime
+            return self._video(video)
         video = video.to(self.device)
         with self._inference():
-            if hasattr(self.model, "encode_video"):
-                return self.model.encode_video(video).float()
-            b, t = video.shape[:2]  # plain CLIP: mean of frame features (ActionCLIP meanP)
-            frames = self.model.encode_image(video.flatten(0, 1), normalize=False)
-            return F.normalize(frames.view(b, t, -1).float().mean(1), dim=-1)
+            return video_embedding(self.model, video)
 
     def probs_from_features(self, v: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, E) -> label probabilities (B, C) (row softmax averaged)."""
@@ -487,8 +505,12 @@ def _predictor(model: Any, labels: Any, *, template: str | None, templates: Any,
     if template is not None:
         templates = [template]
     allow = options.pop("allow_unverified", False)
-    resolved = resolve_model(model, allow_unverified=allow, cache_dir=options.pop("cache_dir",
-                                                                                  None))
+    cache_dir = options.pop("cache_dir", None)
+    options.setdefault("runtime", "auto")
+    if is_onnx_file(model):
+        resolved = load_exported(model)
+    else:
+        resolved = resolve_model(model, allow_unverified=allow, cache_dir=cache_dir)
     pre = options.pop("preprocess", None) or Preprocess.for_model(
         resolved, num_frames=options.pop("num_frames", None),
         short_side=options.pop("short_side", None), backend=options.pop("backend", None))
@@ -507,9 +529,9 @@ def predict(videos: Any, labels: Sequence[str], model: Any = None, *,
     ``"a video of {}."``); ``templates``: a list of them, or a named set (``"claver"``,
     ``"actionclip"``: the papers' 16 each) whose rows are averaged; ``descriptions``: label
     -> interpretive descriptions, extra text rows. ``topk`` limits :meth:`Prediction.top`.
-    ``options``: ``batch_size``, ``device``, ``precision``, ``workers``, ``streams``,
-    ``num_frames``, ``short_side``, ``backend``, ``preprocess``, ``allow_unverified``,
-    ``cache_dir``.
+    ``options``: ``runtime`` (default "auto": ONNX Runtime on a CPU when installed),
+    ``batch_size``, ``device``, ``precision``, ``workers``, ``streams``, ``num_frames``,
+    ``short_side``, ``backend``, ``preprocess``, ``allow_unverified``, ``cache_dir``.
     """
     items, single = as_items(videos)
     pred = _predictor(model, labels, template=template, templates=templates,

@@ -145,9 +145,14 @@ def _predictor(args: argparse.Namespace, labels: list[str],
                record: dict[str, Any] | None = None) -> Any:
     from claver.inputs import Preprocess
     from claver.pretrained import resolve_model
+    from claver.runtime.select import is_onnx_file, load_exported
     from claver.zeroshot import Predictor
 
-    model = resolve_model(_model_name(args), allow_unverified=args.allow_unverified)
+    name = _model_name(args)
+    if is_onnx_file(name):  # written by `claver export`
+        model = load_exported(name)
+    else:
+        model = resolve_model(name, allow_unverified=args.allow_unverified)
     pre = Preprocess.for_model(model, num_frames=getattr(args, "num_frames", None),
                                backend=getattr(args, "backend", None))
     templates = args.templates
@@ -162,7 +167,8 @@ def _predictor(args: argparse.Namespace, labels: list[str],
                      descriptions=descriptions, preprocess=pre,
                      device=args.device, precision=getattr(args, "precision", "fp32"),
                      batch_size=getattr(args, "batch_size", 4),
-                     workers=getattr(args, "workers", 1), streams=getattr(args, "streams", 1))
+                     workers=getattr(args, "workers", 1), streams=getattr(args, "streams", 1),
+                     runtime=getattr(args, "runtime", "torch"))
 
 
 def _pct(p: float) -> str:
@@ -244,9 +250,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               "preprocessing": {"frames": pred.preprocess.num_frames,
                                 "short_side": pred.preprocess.short_side,
                                 "crop": pred.preprocess.image_size},
-              "precision": pred.precision}
+              "precision": pred.precision, "runtime": pred.runtime}
     if not args.json:
-        print(f"model   {header['model']}: {header['architecture']}")
+        print(f"model   {header['model']}: {header['architecture']} ({pred.runtime} "
+              f"{pred.precision})")
         if note:
             print(note)
         print(f"labels  {len(labels)}; {len(pred.rows)} text row(s) per label "
@@ -294,8 +301,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=1,
                    help="batches through the model at once, each single-threaded (CPU: try "
                         "the number of cores for many videos)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="bf16: autocast, ~3x faster on CPUs with AVX-512 BF16")
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                   help="auto (default): ONNX Runtime on a CPU when installed (pip install "
+                        "'claver[onnx]'; same probabilities, faster), else torch")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                   help="bf16/fp16: torch autocast (bf16 faster on CPUs with AVX-512 BF16); "
+                        "int8: ONNX Runtime with int8 weights; both change probabilities "
+                        "slightly")
     p.add_argument("--num-frames", type=int, help="frames per video (CLIP/ActionCLIP models; "
                                                   "CLAVER is fixed by its weights)")
     p.add_argument("--backend", help="video decoder: pyav (default), decord, torchcodec")

@@ -42,6 +42,30 @@ class LoaderTimeoutError(RuntimeError):
 class VideoLoadError(RuntimeError):
     """A video could not be loaded and the policy is ``on_error="raise"``."""
 
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's error comes back as VideoLoadError("Caught VideoLoadError in
+        # DataLoader worker process 0.\nOriginal Traceback ...: <message>"): keep <message>
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
+class LoadFailure(str):
+    """One failed load, ``"<video>: <reason>"`` (a ``str``, so reports and JSON take it as
+    text), with the parts as ``.video`` and ``.reason``."""
+
+    video: str
+    reason: str
+
+    def __new__(cls, video: str, reason: str) -> LoadFailure:
+        self = super().__new__(cls, f"{video}: {reason}")
+        self.video, self.reason = video, reason
+        return self
+
+    def __reduce__(self) -> tuple:  # DataLoader workers pickle it
+        return (LoadFailure, (self.video, self.reason))
+
 
 class VideoDataset(Dataset):
     """Videos of a source (``FolderSource``, ``TarSource`` ...) as model-ready tensors.
@@ -131,11 +155,11 @@ class VideoDataset(Dataset):
         # each view is (T, 3, S, S) or (crops, T, 3, S, S): flatten to (clips*crops, T, ...)
         return torch.cat([v if v.dim() == 5 else v[None] for v in views])
 
-    def _failure(self, index: int, err: BaseException) -> str:
-        return f"{self.source.describe(index)}: {type(err).__name__}: {err}"
+    def _failure(self, index: int, err: BaseException) -> LoadFailure:
+        return LoadFailure(self.source.describe(index), f"{type(err).__name__}: {err}")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        failures: list[str] = []
+        failures: list[LoadFailure] = []
         candidate = index
         for attempt in range(self.max_retries + 1):
             try:

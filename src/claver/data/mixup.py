@@ -49,26 +49,30 @@ def mixup_cutmix(
     videos: Tensor, labels: Tensor, num_classes: int, *, mixup_alpha: float = 0.8,
     cutmix_alpha: float = 1.0, switch_prob: float = 0.5, label_smoothing: float = 0.1,
     prob: float = 1.0, generator: torch.Generator | None = None,
+    partner: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Video-level mixup / cutmix with soft targets (timm's batch mode).
+    """Video-level mixup / cutmix with soft targets (X-CLIP / CLAVER ``CutmixMixupBlending``).
 
-    With probability ``prob`` the batch is mixed with its reverse (sample ``i`` with
-    ``B - 1 - i``) using one ``lam`` for the whole batch: cutmix (``lam ~ Beta(cutmix_alpha)``)
-    with probability ``switch_prob`` when both alphas are > 0, else mixup
-    (``lam ~ Beta(mixup_alpha)``); an alpha of 0 disables that kind.
+    With probability ``prob`` each sample ``i`` is mixed with sample ``p[i]`` of a random
+    permutation ``p`` of the batch (``torch.randperm(B)``, as the official blending code; a
+    sample may draw itself) using one ``lam`` for the whole batch: cutmix
+    (``lam ~ Beta(cutmix_alpha)``) with probability ``switch_prob`` when both alphas are > 0,
+    else mixup (``lam ~ Beta(mixup_alpha)``); an alpha of 0 disables that kind.
 
-    - mixup: ``x = lam * x + (1 - lam) * x[::-1]``.
+    - mixup: ``x = lam * x + (1 - lam) * x[p]``.
     - cutmix: a box of ``int(H sqrt(1 - lam)) x int(W sqrt(1 - lam))`` around a uniform centre,
-      clipped to the frame, copied from ``x[::-1]`` into **every frame** of each clip; ``lam`` is
+      clipped to the frame, copied from ``x[p]`` into **every frame** of each clip; ``lam`` is
       then corrected to ``1 - box_area / (H W)``.
 
-    Targets: ``lam * s(y) + (1 - lam) * s(y[::-1])`` with ``s`` = :func:`smooth_one_hot`. When
+    Targets: ``lam * s(y) + (1 - lam) * s(y[p])`` with ``s`` = :func:`smooth_one_hot`. When
     no mixing happens (``lam = 1``) the targets are the smoothed one-hots, so hard labels
-    always work. The inputs are not modified.
+    always work. The inputs are not modified. Every draw comes from ``generator``.
 
     Args:
         videos: float ``(B, T, C, H, W)`` (any layout with H, W last).
         labels: ``(B,)`` class ids or ``(B, num_classes)`` multi-hot.
+        partner: optional ``(B,)`` int64 pairing to use instead of the random permutation
+            (e.g. ``arange(B).flip(0)`` pairs each sample with its mirror).
 
     Returns:
         ``(videos, targets)``: same shape as the input, and float ``(B, num_classes)``.
@@ -87,7 +91,13 @@ def mixup_cutmix(
         lam = _beta(cutmix_alpha if use_cutmix else mixup_alpha, generator)
     if lam >= 1.0:
         return videos, targets
-    flipped = videos.flip(0)
+    b = videos.shape[0]
+    if partner is None:
+        partner = torch.randperm(b, generator=generator)
+    elif partner.shape != (b,):
+        raise ValueError(f"partner must be ({b},) sample indices, got {tuple(partner.shape)}")
+    partner = partner.to(videos.device)
+    flipped = videos[partner]
     if use_cutmix:
         h, w = videos.shape[-2:]
         cut = math.sqrt(1.0 - lam)
@@ -100,4 +110,4 @@ def mixup_cutmix(
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
     else:
         videos = videos * lam + flipped * (1.0 - lam)
-    return videos, targets * lam + targets.flip(0) * (1.0 - lam)
+    return videos, targets * lam + targets[partner.to(targets.device)] * (1.0 - lam)

@@ -11,13 +11,18 @@ The colour ops (brightness, contrast, saturation, hue, grayscale, HSV) live in
 
 Randomness comes from a ``torch.Generator`` passed in (``None``: torch's global generator).
 Random callables draw **once per call**, i.e. once per clip: every frame of a clip gets the
-same crop, flip, colour jitter and grayscale decision.
+same crop, flip, colour jitter and grayscale decision (the training pipeline can also jitter
+every frame with its own factors, as the official code did: ``color_jitter_mode``).
+
+Resizing is bilinear (half-pixel centres). The papers' official pipelines resized with
+OpenCV (mmcv) without antialiasing; ``antialias=False`` reproduces that, ``True`` (default)
+averages over the source pixels when shrinking.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +61,8 @@ __all__ = [
 
 Tensor = torch.Tensor
 Layout = Literal["auto", "THWC", "TCHW"]
+JitterMode = Literal["clip", "per_frame"]
+JITTER_MODES = ("clip", "per_frame")
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
@@ -190,16 +197,17 @@ def three_crop(video: Tensor, size: int | Sequence[int]) -> list[Tensor]:
     """Three ``(h, w)`` crops along the long side: ``[left, centre, right]`` for landscape
     (and square) videos, ``[top, centre, bottom]`` for portrait ones.
 
-    Along the long side the offsets are ``0``, ``(L - s) // 2`` and ``L - s`` (flush with the
-    far edge); the other axis is centred with ``(S - s) // 2``.
+    Along the long side the offsets are ``0``, ``step`` and ``2 * step`` with
+    ``step = (L - s) // 2`` (mmaction2 ``ThreeCrop``: when ``L - s`` is odd the far crop stops
+    one pixel short of the edge); the other axis is centred with ``(S - s) // 2``.
     """
     h, w = _pair(size)
     in_h, in_w = video.shape[-2:]
     if in_w >= in_h:
-        top = (in_h - h) // 2
-        return [crop(video, top, left, h, w) for left in (0, (in_w - w) // 2, in_w - w)]
-    left = (in_w - w) // 2
-    return [crop(video, top, left, h, w) for top in (0, (in_h - h) // 2, in_h - h)]
+        top, step = (in_h - h) // 2, (in_w - w) // 2
+        return [crop(video, top, left, h, w) for left in (0, step, 2 * step)]
+    left, step = (in_w - w) // 2, (in_h - h) // 2
+    return [crop(video, top, left, h, w) for top in (0, step, 2 * step)]
 
 
 def hflip(video: Tensor) -> Tensor:
@@ -243,8 +251,9 @@ def multi_scale_crop_boxes(
     with ``|i - j| <= max_distort``; a side within 2 px of the target ``size`` snaps to it
     (mmaction2), and sides never exceed the image. Positions (steps ``(H - h) // 4``,
     ``(W - w) // 4``): the 4 corners and the centre (``num_fixed_crops=5``, mmaction2's
-    default and what the X-CLIP/CLAVER configs used) plus, for 13 (TSN ``more_fix_crop``, our
-    default), the 4 edge midpoints and the 4 quarter points ``(1|3, 1|3)``.
+    default, what the X-CLIP/CLAVER configs use, and ours) plus, for 13 (TSN
+    ``more_fix_crop``, the ActionCLIP original), the 4 edge midpoints and the 4 quarter
+    points ``(1|3, 1|3)``.
     """
     boxes = set()
     for ch, cw in _crop_sizes(height, width, _pair(size), scales, max_distort):
@@ -361,6 +370,11 @@ class ColorJitter:
         """The ``[(op, factor), ...]`` to apply, in order (empty when not applied)."""
         if _rand(generator) >= self.p:
             return []
+        return self.sample_ops(generator)
+
+    def sample_ops(self, generator: torch.Generator | None = None) -> list[tuple[str, float]]:
+        """One order and set of factors, without the ``p`` draw (torchvision's
+        ``ColorJitter.get_params``)."""
         names = ("brightness", "contrast", "saturation", "hue")
         ops = []
         for k in torch.randperm(4, generator=generator).tolist():
@@ -386,23 +400,41 @@ class TrainTransform:
     """Training pipeline (DESIGN §4): ``(video uint8 (T,H,W,3)|(T,3,H,W), generator)`` ->
     float ``(T, 3, S, S)``.
 
-    Steps: layout -> short side ``256 * S // 224`` (integer division) -> multi-scale crop
-    (:func:`multi_scale_crop_params`) -> resize ``S x S`` -> ``/255`` -> flip (prob ``flip``)
-    -> colour jitter (prob ``color_jitter``) -> grayscale (prob ``grayscale``) -> normalise.
-    Geometry on uint8 input runs in uint8 (PyTorch's fast channels-last kernel; the crop is
-    resized once, so there is one rounding); a float input is taken to be in [0, 1] and is
-    never modified. The draws are those of ``self.flip``, ``self.jitter`` and ``self.gray``
-    called in turn; the value steps then run in place, a few frames at a time.
+    Steps: layout -> short side ``256 * S // 224`` (integer division) -> ``randaugment``
+    (when given) -> multi-scale crop (:func:`multi_scale_crop_params`) -> resize ``S x S`` ->
+    ``/255`` -> flip (prob ``flip``) -> colour jitter (prob ``color_jitter``) -> grayscale
+    (prob ``grayscale``) -> normalise. Geometry on uint8 input runs in uint8 (PyTorch's fast
+    channels-last kernel; the crop is resized once, so there is one rounding); a float input
+    is taken to be in [0, 1] and is never modified. The draws are those of ``self.flip``,
+    ``self.jitter`` and ``self.gray`` called in turn; the value steps then run in place, a
+    few frames at a time.
+
+    ``antialias``: bilinear resizes average over the source when shrinking (True) or sample
+    2x2 neighbours as OpenCV / the official pipeline (False). ``color_jitter_mode``:
+    ``"clip"`` draws one order and set of jitter factors per clip; ``"per_frame"`` (the
+    official X-CLIP / CLAVER ``ColorJitter``) decides once per clip whether to jitter, then
+    draws an order and factors for every frame. ``randaugment``: a callable
+    ``(uint8 (T, 3, H, W), generator) -> uint8 (T, 3, H, W)`` applied to the frames before
+    the crop, where ActionCLIP applies RandAugment (first, on the frames as loaded); a float
+    input is converted to uint8 for it.
     """
 
     def __init__(self, size: int, *, mean: Sequence[float], std: Sequence[float],
                  scales: Sequence[float] = MULTI_SCALES, flip: float = 0.5,
                  color_jitter: float = 0.8, grayscale: float = 0.2, max_distort: int = 1,
                  num_fixed_crops: int = 5, jitter: tuple[float, float, float, float] = (
-                     0.4, 0.4, 0.2, 0.1), layout: Layout = "auto") -> None:
+                     0.4, 0.4, 0.2, 0.1), layout: Layout = "auto", antialias: bool = True,
+                 color_jitter_mode: JitterMode = "clip",
+                 randaugment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None
+                 ) -> None:
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
+        if color_jitter_mode not in JITTER_MODES:
+            raise ValueError(f"color_jitter_mode must be one of {JITTER_MODES}, got "
+                             f"{color_jitter_mode!r}")
         self.size, self.mean, self.std, self.layout = size, tuple(mean), tuple(std), layout
+        self.antialias, self.color_jitter_mode = antialias, color_jitter_mode
+        self.randaugment = randaugment
         self.resize_to = 256 * size // 224
         self.scales, self.max_distort, self.num_fixed_crops = (
             tuple(scales), max_distort, num_fixed_crops)
@@ -414,14 +446,25 @@ class TrainTransform:
         x = to_tchw(video, self.layout)
         unit = 255.0 if x.dtype == torch.uint8 else 1.0
         size = short_side_size(x.shape[-2], x.shape[-1], self.resize_to)
-        x = _interp(x, size)
+        x = _interp(x, size, self.antialias)
+        if self.randaugment is not None:
+            if unit == 1.0:
+                x, unit = _from_unit(x.clamp(0.0, 1.0), torch.uint8), 255.0
+            x = self.randaugment(x.contiguous(), generator)
         top, left, h, w = multi_scale_crop_params(
             x.shape[-2], x.shape[-1], self.size, self.scales, self.max_distort,
             self.num_fixed_crops, generator)
-        x = _interp(crop(x, top, left, h, w), (self.size, self.size))
+        x = _interp(crop(x, top, left, h, w), (self.size, self.size), self.antialias)
         # the draws (flip, jitter, grayscale), then all the value work chunk by chunk
         flip = _rand(generator) < self.flip.p
-        ops = self.jitter.sample(generator)
+        if self.color_jitter_mode == "clip":
+            ops = self.jitter.sample(generator)
+            frame_ops = None
+        else:  # one decision per clip, then an order and factors per frame
+            jitter = _rand(generator) < self.jitter.p
+            ops = []
+            frame_ops = [self.jitter.sample_ops(generator) if jitter else []
+                         for _ in range(x.shape[0])]
         gray = _rand(generator) < self.gray.p
         out = torch.empty(x.shape, dtype=torch.float32 if unit > 1 else x.dtype,
                           device=x.device)
@@ -439,6 +482,10 @@ class TrainTransform:
                 chunk.clamp_(0.0, 1.0)
             for name, factor in ops:
                 _COLOR_OPS[name](chunk, factor)
+            if frame_ops is not None:
+                for k in range(len(chunk)):
+                    for name, factor in frame_ops[start - len(chunk) + k]:
+                        _COLOR_OPS[name](chunk[k:k + 1], factor)
             if gray:
                 _grayscale_(chunk)
             torch.addcmul(shift, chunk, scale, out=chunk)
@@ -446,22 +493,31 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Evaluation pipeline: short side -> ``S``, centre crop (``crops=1``: ``(T, 3, S, S)``)
-    or three crops (``crops=3``: ``(3, T, 3, S, S)``, order left/centre/right or
-    top/centre/bottom), ``/255``, normalise. Deterministic; ``generator`` is ignored."""
+    """Evaluation pipeline (the official X-CLIP / CLAVER test pipelines):
+
+    - ``crops=1``: short side -> ``resize_to = 256 * S // 224``, centre ``S x S`` crop ->
+      ``(T, 3, S, S)``;
+    - ``crops=3``: short side -> ``resize_to = S``, three crops (:func:`three_crop`) ->
+      ``(3, T, 3, S, S)``, order left/centre/right or top/centre/bottom;
+
+    then ``/255`` and normalise. ``antialias`` as in :class:`TrainTransform`. Deterministic;
+    ``generator`` is ignored."""
 
     def __init__(self, size: int, *, mean: Sequence[float], std: Sequence[float],
-                 crops: int = 1, layout: Layout = "auto") -> None:
+                 crops: int = 1, layout: Layout = "auto", antialias: bool = True) -> None:
         if crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, got {crops}")
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
-        self.crops, self.layout = crops, layout
+        self.crops, self.layout, self.antialias = crops, layout, antialias
+        self.resize_to = 256 * size // 224 if crops == 1 else size
 
     def __call__(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         x = to_tchw(video, self.layout)
         unit = 255.0 if x.dtype == torch.uint8 else 1.0
-        size = short_side_size(x.shape[-2], x.shape[-1], self.size)
-        x = _interp(x, size)
+        size = short_side_size(x.shape[-2], x.shape[-1], self.resize_to)
+        x = _interp(x, size, self.antialias)
         if self.crops == 1:
             x = center_crop(x, self.size)
         else:
@@ -474,16 +530,21 @@ def build_train_transform(
     size: int, *, mean: Sequence[float], std: Sequence[float],
     scales: Sequence[float] = MULTI_SCALES, flip: float = 0.5, color_jitter: float = 0.8,
     grayscale: float = 0.2, num_fixed_crops: int = 5, layout: Layout = "auto",
+    antialias: bool = True, color_jitter_mode: JitterMode = "clip",
+    randaugment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
 ) -> TrainTransform:
     """The papers' training augmentation, ``(video uint8 (T, H, W, 3) | (T, 3, H, W),
     generator) -> float (T, 3, S, S)``; see :class:`TrainTransform`."""
     return TrainTransform(size, mean=mean, std=std, scales=scales, flip=flip,
                           color_jitter=color_jitter, grayscale=grayscale,
-                          num_fixed_crops=num_fixed_crops, layout=layout)
+                          num_fixed_crops=num_fixed_crops, layout=layout, antialias=antialias,
+                          color_jitter_mode=color_jitter_mode, randaugment=randaugment)
 
 
 def build_eval_transform(size: int, *, mean: Sequence[float], std: Sequence[float],
-                         crops: int = 1, layout: Layout = "auto") -> EvalTransform:
+                         crops: int = 1, layout: Layout = "auto",
+                         antialias: bool = True) -> EvalTransform:
     """Test-time preprocessing ``video -> (T, 3, S, S)`` or ``(3, T, 3, S, S)``; see
     :class:`EvalTransform`."""
-    return EvalTransform(size, mean=mean, std=std, crops=crops, layout=layout)
+    return EvalTransform(size, mean=mean, std=std, crops=crops, layout=layout,
+                         antialias=antialias)

@@ -45,6 +45,13 @@ class DataConfig:
     INPUT_SIZE: int = 224
     FRAME_MODE: str = "segment"  # segment (TSN) | clip (SampleFrames)
     FRAME_INTERVAL: int = 1
+    # segment-mode training: false = official mmaction2 rule (segments of n // T frames, the
+    # last n mod T frames never drawn); true = segments spread over the whole video
+    KEEP_TAIL_FRAMES: bool = False
+    CLIP_TEST_RULE: str = "1.x"  # clip-mode test clip placement: mmaction2 1.x | 0.x
+    # bilinear resizes average over the source when shrinking; the official pipelines did
+    # not (OpenCV); false also decodes at full size (FFmpeg's scaler always filters)
+    ANTIALIAS: bool = True
     NUM_WORKERS: int = 4
     BACKEND: str = "pyav"
     NORM: str = "imagenet"  # imagenet | clip: mean/std of the input
@@ -75,13 +82,17 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    EPOCHS: int = 30
+    EPOCHS: int = 60  # the official CLAVER default
     MAX_STEPS: int = 0  # > 0: stop after this many optimizer steps (quick runs)
     WARMUP_EPOCHS: float = 5.0
     LR: float = 12e-6
     MIN_LR_RATIO: float = 0.01
+    # false: official timm cosine over the whole run (floor LR * MIN_LR_RATIO for every
+    # group); true: cosine after the warm-up, floor per group (ActionCLIP)
+    WARMUP_PREFIX: bool = False
     NEW_PARAM_LR_MULT: float = 10.0  # temporal / fusion parameters
     WEIGHT_DECAY: float = 0.001
+    NO_DECAY: str = "official"  # official (1-D, biases, positional_embedding) | none (decay all)
     BETAS: list[float] = field(default_factory=lambda: [0.9, 0.98])
     EPS: float = 1e-8
     BATCH_SIZE: int = 8  # per device
@@ -90,6 +101,9 @@ class TrainConfig:
     CLIP_GRAD: float = 0.0  # 0: off
     LOSS: str = "claver"  # claver (soft-target CE over text rows) | actionclip (sym. KL)
     TEXT_ROWS: int = 5  # K text rows drawn per step
+    # official: K rows with replacement per micro-batch (and rank); per_step: K distinct rows
+    # per optimizer step, shared by its micro-batches and ranks
+    TEXT_ROW_DRAW: str = "official"
     LABEL_SMOOTH: float = 0.1
     MIXUP: float = 0.8
     CUTMIX: float = 1.0
@@ -97,10 +111,16 @@ class TrainConfig:
     FLIP: float = 0.5
     COLOR_JITTER: float = 0.8
     GRAYSCALE: float = 0.2
+    COLOR_JITTER_MODE: str = "clip"  # clip: one jitter per clip | per_frame: official
+    RANDAUGMENT: list[int] = field(default_factory=list)  # [N, M] RandAugment; []: off
+    # fixed multi-scale crop positions: 5 (corners + centre: mmaction2 / CLAVER) or 13
+    # (+ edge midpoints and quarter points: TSN's more_fix_crop, the ActionCLIP original)
+    FIXED_CROPS: int = 5
     # signals that stop training cleanly: every rank finishes its step, rank 0 saves
     # last.pth, the process exits with code 75 (resume with --auto-resume); [] = none
     STOP_SIGNALS: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
     SAVE_EVERY: int = 0  # optimizer steps between mid-epoch last.pth saves; 0: epoch ends only
+    SAVE_EVERY_MINUTES: float = 0.0  # also save last.pth when this many minutes passed; 0: off
 
 
 @dataclass
@@ -109,8 +129,22 @@ class TestConfig:
     NUM_CROPS: int = 1
     BATCH_SIZE: int = 8
     ONLY_TEST: bool = False
+    # scale of the video-text cosine logits when scoring: 0 = the model's exp(logit_scale);
+    # > 0 = this fixed value (ActionCLIP's test uses 100)
+    LOGIT_SCALE: float = 0.0
     # zero-shot / cross-dataset: "LIST.txt|LABELS.csv" pairs evaluated in turn (mean +- std)
     SPLITS: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValConfig:
+    """Validation during training (on DATA.VAL_FILE): one view by default, as the papers
+    validate; the multi-view protocol (TEST.NUM_CLIPS x TEST.NUM_CROPS) is for ``claver
+    test``."""
+    NUM_CLIPS: int = 1
+    NUM_CROPS: int = 1
+    BATCH_SIZE: int = 8
+    EVERY: int = 1  # epochs between validations (the last epoch is always validated); 0: never
 
 
 @dataclass
@@ -119,11 +153,15 @@ class Config:
     MODEL: ModelConfig = field(default_factory=ModelConfig)
     TRAIN: TrainConfig = field(default_factory=TrainConfig)
     TEST: TestConfig = field(default_factory=TestConfig)
+    VAL: ValConfig = field(default_factory=ValConfig)
     OUTPUT: str = "runs/default"
     SEED: int = 0
     DETERMINISTIC: bool = False
     SAVE_FREQ: int = 1  # epochs between checkpoints
-    PRINT_FREQ: int = 20  # steps between log lines
+    PRINT_FREQ: int = 20  # steps between metrics.jsonl records
+    # seconds between plain progress lines when output is not a terminal (a log file, SLURM);
+    # on a terminal a progress bar is shown instead
+    LOG_INTERVAL: float = 30.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +169,11 @@ class Config:
 
 CHOICES = {
     "DATA.FRAME_MODE": ("segment", "clip"),
+    "DATA.CLIP_TEST_RULE": ("1.x", "0.x"),
+    "TRAIN.NO_DECAY": ("official", "none"),
+    "TRAIN.TEXT_ROW_DRAW": ("official", "per_step"),
+    "TRAIN.COLOR_JITTER_MODE": ("clip", "per_frame"),
+    "TRAIN.FIXED_CROPS": (5, 13),
     "DATA.NORM": ("imagenet", "clip"),
     "DATA.TEMPLATES": ("claver", "actionclip", "none"),
     "DATA.ON_ERROR": ("skip", "raise"),
@@ -140,6 +183,7 @@ CHOICES = {
     "TRAIN.AMP": ("bf16", "fp16", "none"),
     "TRAIN.LOSS": ("claver", "actionclip"),
     "TEST.NUM_CROPS": (1, 3),
+    "VAL.NUM_CROPS": (1, 3),
 }
 
 
@@ -159,6 +203,12 @@ MINIMUMS = {
                          "only"),
     "TEST.BATCH_SIZE": (1, "videos per device and step"),
     "TEST.NUM_CLIPS": (1, "clips per test video"),
+    "TEST.LOGIT_SCALE": (0, "fixed logit scale for scoring; 0: the model's exp(logit_scale)"),
+    "VAL.BATCH_SIZE": (1, "videos per device and step"),
+    "VAL.NUM_CLIPS": (1, "clips per validation video"),
+    "VAL.EVERY": (0, "epochs between validations; 0: never"),
+    "TRAIN.SAVE_EVERY_MINUTES": (0, "minutes between mid-epoch checkpoints; 0: off"),
+    "LOG_INTERVAL": (0, "seconds between progress lines in a log file"),
 }
 
 # Upper bounds (the model's own limits, so a config cannot ask for a model the factory
@@ -256,6 +306,9 @@ def _set(cfg: Any, key: str, value: Any, where: str, prefix: str = "") -> None:
         _check_minimum(full, value, where)
     if full == "TRAIN.STOP_SIGNALS":
         value = _stop_signals(value, where)
+    if full == "TRAIN.RANDAUGMENT" and value and (len(value) != 2 or min(value) < 0):
+        raise ConfigError(f"{where}: TRAIN.RANDAUGMENT must be [] (off) or [N, M] with N, M "
+                          f">= 0, got {short_repr(value)}; e.g. TRAIN.RANDAUGMENT=[2,9]")
     if full == "MODEL.ARCH":
         try:  # a known name, checked now (cheap) rather than when the model is built
             get_config(value)
@@ -360,15 +413,33 @@ def parse_overrides(opts: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
+def _leaf_keys(key: str, value: Any) -> list[str]:
+    """The dotted keys a YAML item sets (``DATA: {ROOT: x}`` -> ``["DATA.ROOT"]``)."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaf_keys(f"{key}.{k}", v)]
+    return [key]
+
+
 def load_config(path: str | Path | None = None, opts: list[str] | None = None) -> Config:
-    """Defaults <- YAML (with BASE chain) <- overrides."""
+    """Defaults <- YAML (with BASE chain) <- overrides. Where each key was set last is
+    remembered for messages (:func:`origin`)."""
     cfg = Config()
+    origins: dict[str, str] = {}
     for data, where in _read_yaml(Path(path)) if path else []:
         for key, value in data.items():
             _set(cfg, str(key), value, where)
+            origins.update(dict.fromkeys(_leaf_keys(str(key), value), where))
     for key, value in parse_overrides(opts or []):
         _set(cfg, key, value, "command line")
+        origins.update(dict.fromkeys(_leaf_keys(key, value), "the command line"))
+    cfg.__dict__["_origins"] = origins  # not a field: to_dict / save_config leave it out
     return cfg
+
+
+def origin(cfg: Config, key: str) -> str:
+    """Where ``key`` (e.g. ``TRAIN.EFFECTIVE_BATCH_SIZE``) got its value: a config file, "the
+    command line" or "the default"."""
+    return cfg.__dict__.get("_origins", {}).get(key, "the default")
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

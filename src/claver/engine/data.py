@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-import claver
 from claver.data.dataset import VideoDataset, build_eval_loader, build_train_loader
 from claver.data.sampling import FrameSampler
 from claver.data.sources import FolderSource, TarSource, read_labels
@@ -15,6 +14,8 @@ from claver.data.transforms import build_eval_transform, build_train_transform
 from claver.data.video_source import DecodeLimits
 from claver.engine.config import Config, ConfigError
 from claver.models.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from claver.models.factory import NoOpenAIWeights, create_model
+from claver.text.tokenizer import tokenize
 
 NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
@@ -27,9 +28,15 @@ def build_model(cfg: Config) -> Any:
     mean, std = NORMS[cfg.DATA.NORM]
     m = cfg.MODEL
     try:
-        model = claver.create_model(m.ARCH, pretrained=m.PRETRAINED or None,
+        model = create_model(m.ARCH, pretrained=m.PRETRAINED or None,
                                     num_frames=cfg.DATA.NUM_FRAMES, mask=m.MASK,
                                     fusion=m.FUSION, mean=mean, std=std)
+    except NoOpenAIWeights:
+        raise ConfigError(
+            f"MODEL.PRETRAINED=openai but MODEL.ARCH={m.ARCH} has no OpenAI CLIP backbone: set "
+            "MODEL.PRETRAINED= (empty: random initialisation) or MODEL.PRETRAINED=PATH (a "
+            "checkpoint), or pick an OpenAI-backbone MODEL.ARCH such as claver-vit-b16"
+        ) from None
     except ValueError as e:
         raise ConfigError(f"MODEL.ARCH {m.ARCH!r}: {e}") from e
     size = model.config.vision.image_size
@@ -51,19 +58,37 @@ def class_names(cfg: Config) -> list[str]:
     return read_labels(cfg.DATA.LABEL_LIST)
 
 
-def _source(cfg: Config, list_file: str, num_classes: int, root: str = "") -> Any:
+def _source(cfg: Config, list_file: str, num_classes: int, root: str = "",
+            key: str = "DATA.VAL_FILE") -> Any:
+    """The videos of ``list_file`` (named ``key`` in messages), checked before any decoding:
+    an empty list, and a folder list none of whose videos exist (a wrong DATA.ROOT), are
+    one-line :class:`ConfigError` s naming the key and the fix."""
     if not list_file:
-        raise ConfigError("a data list is empty: set DATA.TRAIN_FILE / DATA.VAL_FILE")
+        raise ConfigError(f"{key} is empty: set it to a 'path label' video list")
     if cfg.DATA.TAR:
-        return TarSource(cfg.DATA.TAR, list_file, num_classes=num_classes)
-    root = cfg.DATA.ROOT or root or str(Path(list_file).parent)
-    return FolderSource(root, list_file, num_classes=num_classes)
+        source = TarSource(cfg.DATA.TAR, list_file, num_classes=num_classes)
+    else:
+        root = cfg.DATA.ROOT or root or str(Path(list_file).parent)
+        source = FolderSource(root, list_file, num_classes=num_classes)
+    if len(source) == 0:
+        raise ConfigError(f"{key} {list_file} lists no videos (the file is empty or holds only "
+                          "blank/comment lines): give 'path label' lines")
+    missing = source.missing() if isinstance(source, FolderSource) else []
+    if missing and len(missing) == len(source):
+        first = Path(source.root) / missing[0].path
+        where = "DATA.ROOT" if cfg.DATA.ROOT else f"the folder of {key}"
+        raise ConfigError(
+            f"none of the {len(source)} videos listed in {list_file} exists under {source.root} "
+            f"({where}; e.g. {first}): set DATA.ROOT (`claver data check`: --root) to the "
+            "folder the listed paths are relative to")
+    return source
 
 
 def few_shot_list(list_file: str, k: int, seed: int, out_dir: str | Path) -> Path:
     """A K-shot subset of ``list_file`` (K videos per class, drawn with ``seed``), written as
     ``few_shot_k{K}_seed{seed}.txt`` in ``out_dir`` (the manifest of what was trained on).
-    Classes with fewer than K videos keep all of theirs."""
+    A class with fewer than K videos is an error (a "K-shot" run would silently train on
+    fewer)."""
     import random
 
     from claver.data.sources import read_video_list, write_video_list
@@ -72,6 +97,13 @@ def few_shot_list(list_file: str, k: int, seed: int, out_dir: str | Path) -> Pat
     by_class: dict[int, list] = {}
     for e in entries:
         by_class.setdefault(e.labels[0], []).append(e)
+    short = {c: len(v) for c, v in sorted(by_class.items()) if len(v) < k}
+    if short:
+        shown = ", ".join(f"class {c}: {n}" for c, n in list(short.items())[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        raise ConfigError(
+            f"DATA.FEW_SHOT_K={k} but {len(short)} class(es) of {list_file} have fewer videos "
+            f"({shown}{more}); lower DATA.FEW_SHOT_K to {min(short.values())} or less")
     rng = random.Random(seed)
     chosen = [e for c in sorted(by_class) for e in
               sorted(rng.sample(by_class[c], min(k, len(by_class[c]))), key=lambda e: e.line)]
@@ -85,50 +117,70 @@ def decode_limits(cfg: Config) -> DecodeLimits:
                         max_packets=d.MAX_PACKETS)
 
 
-def decode_short_side(transform: Any) -> int:
+def decode_short_side(transform: Any) -> int | None:
     """The short side ``transform`` resizes its input to first; decoding to it makes that
-    resize a no-op (the training transform: ``256 * S // 224``; evaluation: ``S``)."""
+    resize a no-op (training and one-view evaluation: ``256 * S // 224``; three crops:
+    ``S``). None (decode at full size) when the transform resizes without antialiasing:
+    FFmpeg's scaler always filters, so only the transform can reproduce that resize."""
+    if not getattr(transform, "antialias", True):
+        return None
     return int(getattr(transform, "resize_to", transform.size))
 
 
 def train_sampler(cfg: Config) -> FrameSampler:
     d = cfg.DATA
     return FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
-                        train=True)
+                        train=True, keep_tail=d.KEEP_TAIL_FRAMES)
 
 
-def eval_sampler(cfg: Config) -> FrameSampler:
+def eval_sampler(cfg: Config, protocol: Any = None) -> FrameSampler:
+    """Frame indices of ``protocol``'s clips (TEST, the default, or VAL)."""
     d = cfg.DATA
     return FrameSampler(d.NUM_FRAMES, mode=d.FRAME_MODE, frame_interval=d.FRAME_INTERVAL,
-                        num_clips=cfg.TEST.NUM_CLIPS)
+                        num_clips=(protocol or cfg.TEST).NUM_CLIPS,
+                        test_rule=d.CLIP_TEST_RULE)  # type: ignore[arg-type]
 
 
 def train_dataset(cfg: Config, num_classes: int, list_file: str | None = None) -> VideoDataset:
     """The training dataset of DATA.TRAIN_FILE (its K-shot subset with DATA.FEW_SHOT_K), or
     of ``list_file`` as given (``claver data check``)."""
     d, t = cfg.DATA, cfg.TRAIN
-    root = str(Path(d.TRAIN_FILE).parent)
+    root, key = str(Path(d.TRAIN_FILE).parent), "DATA.TRAIN_FILE"
     if list_file is None:
         list_file = d.TRAIN_FILE
         if d.FEW_SHOT_K > 0:
             list_file = str(few_shot_list(d.TRAIN_FILE, d.FEW_SHOT_K, cfg.SEED, cfg.OUTPUT))
     else:
-        root = str(Path(list_file).parent)
+        root, key = str(Path(list_file).parent), "the list"
     mean, std = NORMS[d.NORM]
+    randaugment = None
+    if t.RANDAUGMENT:  # [N, M]
+        from claver.data.randaugment import RandAugment
+
+        randaugment = RandAugment(*t.RANDAUGMENT)
     transform = build_train_transform(d.INPUT_SIZE, mean=mean, std=std, flip=t.FLIP,
-                                      color_jitter=t.COLOR_JITTER, grayscale=t.GRAYSCALE)
-    source = _source(cfg, list_file, num_classes, root=root)
+                                      color_jitter=t.COLOR_JITTER, grayscale=t.GRAYSCALE,
+                                      antialias=d.ANTIALIAS,
+                                      color_jitter_mode=t.COLOR_JITTER_MODE,  # type: ignore
+                                      randaugment=randaugment, num_fixed_crops=t.FIXED_CROPS)
+    source = _source(cfg, list_file, num_classes, root=root, key=key)
     return VideoDataset(source, train_sampler(cfg), transform, num_classes=num_classes,
                         train=True, on_error=d.ON_ERROR, backend=d.BACKEND,
                         short_side=decode_short_side(transform), limits=decode_limits(cfg),
                         seed=cfg.SEED)
 
 
-def eval_dataset(cfg: Config, num_classes: int, list_file: str | None = None) -> VideoDataset:
-    d = cfg.DATA
+def eval_dataset(cfg: Config, num_classes: int, list_file: str | None = None,
+                 protocol: Any = None) -> VideoDataset:
+    """The videos of ``list_file`` (default DATA.VAL_FILE) with the views of ``protocol``:
+    ``cfg.TEST`` (the default; ``claver test``) or ``cfg.VAL`` (validation in training)."""
+    d, views = cfg.DATA, protocol or cfg.TEST
     mean, std = NORMS[d.NORM]
-    transform = build_eval_transform(d.INPUT_SIZE, mean=mean, std=std, crops=cfg.TEST.NUM_CROPS)
-    return VideoDataset(_source(cfg, list_file or d.VAL_FILE, num_classes), eval_sampler(cfg),
+    transform = build_eval_transform(d.INPUT_SIZE, mean=mean, std=std, crops=views.NUM_CROPS,
+                                     antialias=d.ANTIALIAS)
+    key = "the list" if list_file else "DATA.VAL_FILE"
+    return VideoDataset(_source(cfg, list_file or d.VAL_FILE, num_classes, key=key),
+                        eval_sampler(cfg, views),
                         transform, num_classes=num_classes, train=False, on_error=d.ON_ERROR,
                         backend=d.BACKEND, short_side=decode_short_side(transform),
                         limits=decode_limits(cfg), seed=cfg.SEED)
@@ -151,9 +203,10 @@ def train_loader(cfg: Config, dataset: VideoDataset) -> Any:
                               timeout_setting="DATA.LOADER_TIMEOUT")
 
 
-def eval_loader(cfg: Config, dataset: VideoDataset) -> Any:
-    return build_eval_loader(dataset, cfg.TEST.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS,
-                             timeout=_loader_timeout(cfg), timeout_setting="DATA.LOADER_TIMEOUT")
+def eval_loader(cfg: Config, dataset: VideoDataset, protocol: Any = None) -> Any:
+    return build_eval_loader(dataset, (protocol or cfg.TEST).BATCH_SIZE,
+                             num_workers=cfg.DATA.NUM_WORKERS, timeout=_loader_timeout(cfg),
+                             timeout_setting="DATA.LOADER_TIMEOUT")
 
 
 def templates(cfg: Config) -> list[str]:
@@ -181,7 +234,7 @@ def text_rows(cfg: Config, names: list[str]) -> list[list[str]]:
 def tokenize_rows(rows: list[list[str]]) -> torch.Tensor:
     """(R, C) strings -> tokens (R, C, 77); descriptions too long for CLIP are truncated."""
     flat = [text for row in rows for text in row]
-    return claver.tokenize(flat, truncate=True).view(len(rows), len(rows[0]), -1)
+    return tokenize(flat, truncate=True).view(len(rows), len(rows[0]), -1)
 
 
 def check_lists(cfg: Config, list_files: list[str] | None = None) -> list[str]:

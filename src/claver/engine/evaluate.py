@@ -57,21 +57,27 @@ def encode_text_rows(model: Any, tokens: torch.Tensor, device: torch.device,
 
 
 @torch.no_grad()
-def video_scores(model: Any, video: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+def video_scores(model: Any, video: torch.Tensor, text_feats: torch.Tensor, *,
+                 logit_scale: float | None = None) -> torch.Tensor:
     """Videos (B, [V,] T, 3, S, S) -> class scores (B, C): per-row softmax averaged over
-    rows, summed over views."""
+    rows, summed over views. ``logit_scale``: None or 0 = the model's ``exp(logit_scale)``;
+    > 0 = this fixed scale (ActionCLIP's test: 100)."""
     views = video.shape[1] if video.dim() == 6 else 1
     flat = video.flatten(0, 1) if video.dim() == 6 else video
     v = model.encode_video(flat).float()  # (B*V, E)
-    logits = model.logit_scale.exp().float() * torch.einsum("ne,rce->nrc", v, text_feats)
+    if logit_scale is not None and not logit_scale >= 0:
+        raise ValueError(f"logit_scale must be >= 0 (0: the model's), got {logit_scale!r}")
+    scale = logit_scale if logit_scale else model.logit_scale.exp().float()
+    logits = scale * torch.einsum("ne,rce->nrc", v, text_feats)
     probs = mean_row_probabilities(logits)
     return probs.view(-1, views, probs.shape[-1]).sum(1)
 
 
 def evaluate(model: Any, loader: Any, text_tokens: torch.Tensor, *, device: torch.device,
              amp: str = "none", class_names: list[str] | None = None,
-             progress: Any = None) -> EvalResult:
-    """Score every video of ``loader`` (an eval loader: no drop_last, sharded per rank)."""
+             progress: Any = None, logit_scale: float | None = None) -> EvalResult:
+    """Score every video of ``loader`` (an eval loader: no drop_last, sharded per rank).
+    ``logit_scale``: see :func:`video_scores` (``TEST.LOGIT_SCALE``)."""
     raw = getattr(model, "module", model)
     was_training = raw.training
     raw.eval()
@@ -83,7 +89,8 @@ def evaluate(model: Any, loader: Any, text_tokens: torch.Tensor, *, device: torc
             report.update(batch)
             valid = batch["valid"]
             if valid.any():
-                scores = video_scores(raw, batch["video"][valid].to(device), text_feats).cpu()
+                scores = video_scores(raw, batch["video"][valid].to(device), text_feats,
+                                      logit_scale=logit_scale).cpu()
                 for idx, label, s in zip(batch["index"][valid].tolist(),
                                          batch["label"][valid], scores, strict=True):
                     records.append({"index": idx, "label": label.tolist(), "scores": s})

@@ -19,19 +19,29 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
 
 
+def actionclip_targets(labels: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
+    """ActionCLIP's in-batch targets: ``softmax(sharpness * same_label)`` over each row.
+
+    ``labels`` (B,) -> (B, B) float; ``same_label[i, j]`` is 1 where samples i and j share a
+    class. The original (``gen_label`` + ``KLLoss``) uses sharpness 10, so a positive gets
+    ``e^10 / (k e^10 + B - k)`` (k positives in the row) and every negative ``1 / (...)``.
+    """
+    same = (labels[:, None] == labels[None, :]).float()
+    return F.softmax(sharpness * same, dim=1)
+
+
 def actionclip_loss(video_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor,
                     logit_scale: torch.Tensor) -> torch.Tensor:
     """ActionCLIP's in-batch video<->text loss with multi-positive targets.
 
     ``video_emb`` (B, E) and ``text_emb`` (B, E) L2-normalised, text i being a prompt of
-    sample i's class; ``labels`` (B,). Targets: uniform over the samples of the same class
-    (several positives when a class appears twice); KL divergence in both directions,
-    averaged.
+    sample i's class; ``labels`` (B,). Logits ``exp(logit_scale) v . t`` (B, B); targets
+    :func:`actionclip_targets` (``softmax(10 * same_label)``, as the original); KL divergence
+    (summed over the row, averaged over the batch) for video->text and text->video, averaged.
     """
     scale = logit_scale.exp()
     logits_v = scale * video_emb @ text_emb.t()  # (B, B)
-    same = (labels[:, None] == labels[None, :]).float()
-    target = same / same.sum(dim=1, keepdim=True)
+    target = actionclip_targets(labels)  # symmetric, so it serves both directions
     kl_v = F.kl_div(F.log_softmax(logits_v.float(), dim=1), target, reduction="batchmean")
     kl_t = F.kl_div(F.log_softmax(logits_v.t().float(), dim=1), target, reduction="batchmean")
     return (kl_v + kl_t) / 2

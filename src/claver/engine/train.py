@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from claver.data.dataset import LoadReport, loader_with_sampler
+from claver.data.dataset import VideoLoadError, loader_with_sampler
 from claver.data.mixup import mixup_cutmix, smooth_one_hot
 from claver.engine import data as engine_data
 from claver.engine.checkpoint import (
@@ -53,18 +53,26 @@ from claver.engine.checkpoint import (
     set_rng_state,
     settings_changes,
 )
-from claver.engine.config import Config, ConfigError, save_config
+from claver.engine.config import Config, ConfigError, origin, save_config
 from claver.engine.distributed import (
     World,
+    all_gather_objects,
     all_reduce_mean,
     any_rank,
     barrier,
+    gather_batch,
     init_distributed,
+    rank,
+    world_size,
 )
 from claver.engine.evaluate import amp_context, encode_text_rows, evaluate
 from claver.engine.losses import actionclip_loss, soft_target_cross_entropy
 from claver.engine.optim import WarmupCosine, build_optimizer
-from claver.engine.reporting import MetricsLog, write_eval_outputs
+from claver.engine.reporting import BadVideoLog, MetricsLog, write_eval_outputs
+from claver.engine.runlog import Progress, RunLog
+from claver.figures import training_curves
+from claver.models.config import ModelConfig
+from claver.models.factory import config_differences
 
 
 class SkipSampler(Sampler[int]):
@@ -202,7 +210,7 @@ class ChangedSettingsError(ValueError):
 
 # What a training run writes into OUTPUT (``--overwrite`` replaces these, nothing else).
 RUN_FILES = ("config.yaml", "last.pth", "last.pth.tmp", "best.pth", "best.pth.tmp",
-             "metrics.jsonl")
+             "metrics.jsonl", "train.log", "bad_videos.jsonl", "curves.png")
 RUN_DIRS = ("eval", "tensorboard")
 
 
@@ -284,9 +292,13 @@ def run_settings(cfg: Config, world: int, accum: int, steps_per_epoch: int, tota
         "TRAIN.LR": t.LR,
         "TRAIN.MIN_LR_RATIO": t.MIN_LR_RATIO,
         "TRAIN.NEW_PARAM_LR_MULT": t.NEW_PARAM_LR_MULT,
+        "TRAIN.WARMUP_PREFIX": t.WARMUP_PREFIX,
+        "TRAIN.NO_DECAY": t.NO_DECAY,
+        "TRAIN.TEXT_ROW_DRAW": t.TEXT_ROW_DRAW,
         "SEED": cfg.SEED,
         "DATA.NUM_FRAMES": d.NUM_FRAMES,
         "DATA.FEW_SHOT_K": d.FEW_SHOT_K,
+        "DATA.KEEP_TAIL_FRAMES": d.KEEP_TAIL_FRAMES,
         "DATA.TRAIN_FILE content": _list_identity(d.TRAIN_FILE),
         "training videos": videos,
         "steps per epoch": steps_per_epoch,
@@ -316,27 +328,43 @@ def check_resume_settings(path: str, state: dict[str, Any], current: dict[str, A
         f"{state.get('step')} on")
 
 
-def _step_generator(cfg: Config, step: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed(cfg.SEED * 1_000_003 + step * 101 + micro)
+def _step_generator(cfg: Config, step: int, micro: int, stream: str = "",
+                    rank: int = 0) -> torch.Generator:
+    """A generator that is a pure function of (SEED, step, micro-batch[, stream, rank]), so a
+    resumed run draws exactly what the uninterrupted one did. The default stream (mixup) keeps
+    its historical seed; a named ``stream`` (e.g. ``"rows"``) gets an independent one."""
+    if not stream:
+        return torch.Generator().manual_seed(cfg.SEED * 1_000_003 + step * 101 + micro)
+    key = f"{cfg.SEED}/{step}/{micro}/{rank}/{stream}".encode()
+    return torch.Generator().manual_seed(
+        int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
 
 
 def compute_loss(cfg: Config, step_module: nn.Module, batch: dict[str, Any],
                  tokens: torch.Tensor, num_classes: int, step: int, micro: int,
                  device: torch.device, text_feats: torch.Tensor | None) -> torch.Tensor:
-    """Loss of one micro-batch (see the module docstring). The K text rows are drawn once
-    per optimizer step (the same for every micro-batch and rank, so accumulation and DDP
-    equal one big batch); mixup draws per micro-batch."""
+    """Loss of one micro-batch (see the module docstring). TRAIN.TEXT_ROW_DRAW "official":
+    K = TRAIN.TEXT_ROWS text rows drawn with replacement for every micro-batch on every rank
+    (``torch.randint(R, (K,))`` as the official loop); "per_step": K distinct rows once per
+    optimizer step, shared by its micro-batches and ranks (accumulation and DDP then equal
+    one big batch). Mixup draws per micro-batch. Every draw is a function of
+    (SEED, step, micro-batch, rank)."""
     gen = _step_generator(cfg, step, micro)
     video = batch["video"].to(device, non_blocking=True)
     labels = batch["label"]
     t = cfg.TRAIN
     if t.LOSS == "actionclip":
+        # one template per sample, drawn for the whole micro-batch of all ranks (the original
+        # computes the in-batch loss over the whole batch: DataParallel gathers it); each rank
+        # takes its samples' draws, embeddings and labels are gathered back in that order
         hard = labels if labels.dim() == 1 else labels.argmax(1)
-        rows = torch.randint(tokens.shape[0], (len(hard),), generator=gen)
+        world, here = world_size(), rank()
+        rows = torch.randint(tokens.shape[0], (len(hard) * world,), generator=gen)[here::world]
         text = tokens[rows, hard].to(device)
         v, e = step_module(video, text, pairwise=True)
         model = getattr(step_module, "module", step_module).model
-        return actionclip_loss(v, e, hard.to(device), model.logit_scale)
+        return actionclip_loss(gather_batch(v), gather_batch(e),
+                               gather_batch(hard.to(device)), model.logit_scale)
     if t.MIXUP > 0 or t.CUTMIX > 0:
         video, targets = mixup_cutmix(video, labels.to(device), num_classes,
                                       mixup_alpha=t.MIXUP, cutmix_alpha=t.CUTMIX,
@@ -344,8 +372,12 @@ def compute_loss(cfg: Config, step_module: nn.Module, batch: dict[str, Any],
                                       label_smoothing=t.LABEL_SMOOTH, generator=gen)
     else:  # hard labels work too (the reference code crashed here)
         targets = smooth_one_hot(labels.to(device), num_classes, t.LABEL_SMOOTH)
-    rows = torch.randperm(tokens.shape[0], generator=_step_generator(cfg, step, -1))[
-        : min(t.TEXT_ROWS, tokens.shape[0])]
+    if t.TEXT_ROW_DRAW == "per_step":
+        rows = torch.randperm(tokens.shape[0], generator=_step_generator(cfg, step, -1))[
+            : min(t.TEXT_ROWS, tokens.shape[0])]
+    else:  # official: with replacement, per micro-batch and rank
+        rows = torch.randint(tokens.shape[0], (t.TEXT_ROWS,),
+                             generator=_step_generator(cfg, step, micro, "rows", rank()))
     text = text_feats[rows.to(text_feats.device)] if text_feats is not None else \
         tokens[rows].to(device)
     return soft_target_cross_entropy(step_module(video, text), targets)
@@ -386,12 +418,39 @@ def _build(cfg: Config, world: World) -> tuple:
     accum = accumulation_steps(cfg, world.size)
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch == 0:
-        raise ConfigError(f"{len(dataset)} training videos give no full optimizer step with "
-                          f"batch {cfg.TRAIN.BATCH_SIZE} x {world.size} x accumulation {accum}")
+        t = cfg.TRAIN
+        why = (f"TRAIN.EFFECTIVE_BATCH_SIZE={t.EFFECTIVE_BATCH_SIZE} (from "
+               f"{origin(cfg, 'TRAIN.EFFECTIVE_BATCH_SIZE')}) asks for {accum} batches of "
+               f"{t.BATCH_SIZE} x {world.size} process(es) per optimizer step"
+               if accum > 1 else f"one step takes {t.BATCH_SIZE} x {world.size} process(es)")
+        fix = ("lower it (TRAIN.EFFECTIVE_BATCH_SIZE=0: no accumulation)" if accum > 1 else
+               "lower TRAIN.BATCH_SIZE")
+        raise ConfigError(f"{len(dataset)} training videos give no full optimizer step: {why} "
+                          f"but an epoch has {len(loader)} batch(es); {fix} or train on more "
+                          "videos")
     total = steps_per_epoch * cfg.TRAIN.EPOCHS
     if cfg.TRAIN.MAX_STEPS:
         total = min(total, cfg.TRAIN.MAX_STEPS)
     return names, model, tokens, dataset, loader, accum, steps_per_epoch, total
+
+
+def _check_resumable(path: str, state: dict[str, Any], model: nn.Module, out: Path) -> None:
+    """A checkpoint a run can continue: a training state (not weights only) of this model."""
+    if state.get("optimizer") is None:
+        why = f" ({state['saved_because']})" if state.get("saved_because") else ""
+        raise ConfigError(
+            f"{path} holds model weights only{why}, not a training state to continue: continue "
+            f"from {out / 'last.pth'} with --auto-resume, or start a new run from these "
+            f"weights with MODEL.PRETRAINED={path}")
+    recorded = ModelConfig.from_dict(state.get("model_config") or {})
+    diffs = config_differences(model.config, recorded, ignore=())
+    if diffs:
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        config_file = Path(path).parent / "config.yaml"
+        raise ConfigError(
+            f"{path} was trained with another model (this run's config vs the checkpoint's: "
+            f"{shown}): resume with the config it was trained with ({config_file}), or "
+            f"start a new run from its weights with MODEL.PRETRAINED={path}")
 
 
 def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
@@ -417,6 +476,7 @@ def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
             say(f"no checkpoint in {out} to resume: starting from scratch")
     if resume:
         state = load_checkpoint(resume)
+        _check_resumable(resume, state, model, out)
         check_resume_settings(resume, state, settings, allow=allow_changed_settings, say=say)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -440,14 +500,15 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
     ``resume``: a training checkpoint to continue; ``auto_resume``: continue from
     OUTPUT/last.pth when there is one; ``overwrite``: start over in an OUTPUT that holds an
     earlier run (its run files are replaced); ``allow_changed_settings``: resume even when
-    the schedule / data-order settings differ from the checkpoint's (with a warning)."""
+    the schedule / data-order settings differ from the checkpoint's (with a warning).
+    ``log`` receives every message of rank 0 (all of them also go to ``OUTPUT/train.log``);
+    other ranks print nothing."""
     world: World = init_distributed(device)
-    dev = world.device
     if cfg.DETERMINISTIC:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.SEED + world.rank)
     out = Path(cfg.OUTPUT)
-    say = log if world.is_main else (lambda *_: None)
+    say = RunLog(log, enabled=world.is_main)
     continuing = bool(resume or auto_resume)
     existed = out.exists()
     # read-only until everything below is built: a start that fails leaves OUTPUT as it was
@@ -472,64 +533,93 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
                 f"{', '.join(replaced) or 'nothing'}"
                 + (f" (left as they are: {', '.join(left)})" if left else ""))
         save_config(cfg, out / "config.yaml")
+        say.attach(out / "train.log")
 
     step_module: nn.Module = TrainStep(model)
     if world.size > 1:
         step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
-    say(parameter_summary(model))
+            step_module, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    if resumed is None:  # the table once per run, not again at every resume
+        say(parameter_summary(model))
     say(f"{len(dataset)} training videos, {len(names)} classes, {tokens.shape[0]} text rows; "
         f"batch {t.BATCH_SIZE} x {world.size} process(es) x {accum} accumulation = "
         f"{t.BATCH_SIZE * world.size * accum}; {steps_per_epoch} steps/epoch, {total} steps")
-    metrics = MetricsLog(out, enabled=world.is_main)
+    run = _Run(cfg, world, say, names, tokens, accum, steps_per_epoch, total, settings,
+               MetricsLog(out, enabled=world.is_main,
+                          resume_step=step if resumed is not None else None),
+               BadVideoLog(out, world.rank))
     text_feats = None
     if cfg.MODEL.FIX_TEXT:  # frozen text tower: encode every row once (eval mode, no grad)
-        text_feats = encode_text_rows(model, tokens, dev)
-    failures = LoadReport(len(dataset))
+        text_feats = encode_text_rows(model, tokens, world.device)
     skipped_steps = resumed.get("skipped_steps", 0) if resumed else 0
-    result: dict[str, Any] = {}
     stopper = StopSignals(t.STOP_SIGNALS, say=say)
-    with stopper:
-        step, best, skipped_steps, stopped, result = _loop(
-            cfg, world, model, step_module, optimizer, schedule, scaler, dataset, loader,
-            names, tokens, text_feats, accum, steps_per_epoch, total, settings, metrics,
-            failures, stopper, resumed, start_epoch, step, best, skipped_steps, say)
-    if failures.failures:
-        say(f"{len(failures.failures)} video load failure(s) during training (replaced); "
-            f"first: {failures.failures[0]}")
-    metrics.close()
+    try:
+        with stopper:
+            step, best, skipped_steps, stopped, result = _loop(
+                run, model, step_module, optimizer, schedule, scaler, dataset, loader,
+                text_feats, stopper, resumed, start_epoch, step, best, skipped_steps)
+    except VideoLoadError as e:
+        if cfg.DATA.ON_ERROR != "raise":
+            raise
+        raise VideoLoadError(f"{e} [DATA.ON_ERROR=raise stops at the first bad video: fix or "
+                             "drop it, or set DATA.ON_ERROR=skip to replace bad videos and list "
+                             "them in OUTPUT/bad_videos.jsonl]") from None
+    finally:
+        run.metrics.close()
     if stopped is not None:
         barrier()  # no rank exits (and gets its launcher to kill the rest) before the save
         saved = out / "last.pth" if world.is_main else None
         say(f"stopped on {stopped} after step {step} of {total}; saved {out / 'last.pth'}; "
             f"exiting with code {STOPPED_EXIT_CODE}: continue with --auto-resume")
+        say.close()
         raise TrainingStopped(stopped, step, saved)
+    bad = sum(all_gather_objects(run.bad_total))
+    best_part = (f"best top-1 {best:.2%} ({out / 'best.pth'})" if best is not None else
+                 "no validation (DATA.VAL_FILE is empty or VAL.EVERY=0)")
+    say(f"done: {step} steps, {best_part}; last checkpoint {out / 'last.pth'}; metrics "
+        f"{out / 'metrics.jsonl'}, log {out / 'train.log'}"
+        + (f"; {bad} bad video load(s), see {out / 'bad_videos.jsonl'}" if bad else ""))
+    say.close()
     return {"step": step, "best_top1": best, "skipped_steps": skipped_steps,
-            "bad_videos": len(failures.failures), **result}
+            "bad_videos": bad, **result}
 
 
-def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
-          optimizer: Any, schedule: Any, scaler: Any, dataset: Any, loader: Any,
-          names: list[str], tokens: torch.Tensor, text_feats: torch.Tensor | None,
-          accum: int, steps_per_epoch: int, total: int, settings: dict[str, Any],
-          metrics: MetricsLog, failures: LoadReport, stopper: StopSignals,
-          resumed: dict[str, Any] | None, start_epoch: int, step: int, best: float | None,
-          skipped_steps: int, say: Any) -> tuple:
+class _Run:
+    """What every part of the loop reads: config, world, log, text, step counts, outputs."""
+
+    def __init__(self, cfg: Config, world: World, say: RunLog, names: list[str],
+                 tokens: torch.Tensor, accum: int, steps_per_epoch: int, total: int,
+                 settings: dict[str, Any], metrics: MetricsLog, bad: BadVideoLog) -> None:
+        self.cfg, self.world, self.say, self.names, self.tokens = cfg, world, say, names, tokens
+        self.accum, self.steps_per_epoch, self.total = accum, steps_per_epoch, total
+        self.settings, self.metrics, self.bad = settings, metrics, bad
+        self.bad_total = 0  # video load failures on this rank
+        self.out = Path(cfg.OUTPUT)
+        # what `claver predict --model` needs to score the training classes as training did
+        self.text = {"classes": list(names), "templates": engine_data.templates(cfg)}
+
+
+def _loop(run: _Run, model: nn.Module, step_module: nn.Module, optimizer: Any, schedule: Any,
+          scaler: Any, dataset: Any, loader: Any, text_feats: torch.Tensor | None,
+          stopper: StopSignals, resumed: dict[str, Any] | None, start_epoch: int, step: int,
+          best: float | None, skipped_steps: int) -> tuple:
     """The epochs from ``start_epoch`` (from ``step`` inside it when resuming mid-epoch);
     returns (step, best, skipped steps, stop signal or None, last evaluation)."""
-    t, dev, out = cfg.TRAIN, world.device, Path(cfg.OUTPUT)
+    cfg, world, say = run.cfg, run.world, run.say
+    t, dev, out, accum = cfg.TRAIN, world.device, run.out, run.accum
+    steps_per_epoch, total = run.steps_per_epoch, run.total
     result: dict[str, Any] = {}
     stopped: str | None = None
-
-    # what `claver predict --model` needs to score the training classes the way training did
-    text = {"classes": list(names), "templates": engine_data.templates(cfg)}
+    last_save = time.monotonic()
 
     def save_last(epoch: int, because: str, epoch_rng: dict[str, Any] | None) -> None:
+        nonlocal last_save
+        last_save = time.monotonic()
         if world.is_main:
             save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler,
                             epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
-                            extra=text,
-                            settings=settings, step_in_epoch=step - epoch * steps_per_epoch,
+                            extra=run.text, settings=run.settings,
+                            step_in_epoch=step - epoch * steps_per_epoch,
                             rng_epoch_start=epoch_rng, saved_because=because,
                             skipped_steps=skipped_steps)
 
@@ -542,8 +632,11 @@ def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
         sampler = SkipSampler(loader.sampler, done_in_epoch * accum * t.BATCH_SIZE)
         sampler.set_epoch(epoch)
         epoch_loader = loader_with_sampler(loader, sampler)  # same workers and timeout
-        progress = _progress(world, steps_per_epoch - done_in_epoch, f"epoch {epoch}")
-        tick, wait, seen, micro, losses = time.perf_counter(), 0.0, 0, 0, []
+        progress = Progress(min(steps_per_epoch, total - epoch * steps_per_epoch) -
+                            done_in_epoch, f"epoch {epoch}", log=say,
+                            interval=cfg.LOG_INTERVAL, enabled=world.is_main)
+        tick, wait, seen, micro, losses, epoch_bad = time.perf_counter(), 0.0, 0, 0, [], 0
+        first_step = step
         # Starting a loader draws from the global torch RNG (its worker seeds): a mid-epoch
         # resume starts it from the state the interrupted epoch started from, then goes on
         # from the state saved at the step it stopped after
@@ -557,26 +650,32 @@ def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
             set_rng_state(resumed["rng"])
         resumed = None
         fetch = time.perf_counter()
-        for batch in batches:
-            wait += time.perf_counter() - fetch
-            failures.failures.extend(batch["failures"])
-            last = micro == accum - 1
-            defer = world.size > 1 and not last  # no gradient all-reduce until the last
+        try:
+            for batch in batches:
+                wait += time.perf_counter() - fetch
+                if batch["failures"]:
+                    run.bad.write(batch["failures"], epoch, step)
+                    epoch_bad += len(batch["failures"])
+                    run.bad_total += len(batch["failures"])
+                last = micro == accum - 1
+                defer = world.size > 1 and not last  # no gradient all-reduce until the last
 
-            def sync(defer: bool = defer) -> contextlib.AbstractContextManager:
-                return step_module.no_sync() if defer else contextlib.nullcontext()
+                def sync(defer: bool = defer) -> contextlib.AbstractContextManager:
+                    return step_module.no_sync() if defer else contextlib.nullcontext()
 
-            with sync(), amp_context(dev, t.AMP):
-                loss = compute_loss(cfg, step_module, batch, tokens, len(names), step, micro,
-                                    dev, text_feats) / accum
-            finite = math.isfinite(all_reduce_mean(float(loss.detach())))
-            if finite:
-                with sync():
-                    (scaler.scale(loss) if scaler else loss).backward()
-            losses.append(float(loss.detach()) * accum)
-            seen += len(batch["index"]) * world.size
-            micro += 1
-            if last:
+                with sync(), amp_context(dev, t.AMP):
+                    loss = compute_loss(cfg, step_module, batch, run.tokens, len(run.names),
+                                        step, micro, dev, text_feats) / accum
+                finite = math.isfinite(all_reduce_mean(float(loss.detach())))
+                if finite:
+                    with sync():
+                        (scaler.scale(loss) if scaler else loss).backward()
+                losses.append(float(loss.detach()) * accum)
+                seen += len(batch["index"]) * world.size
+                micro += 1
+                if not last:
+                    fetch = time.perf_counter()
+                    continue
                 micro = 0
                 lr = schedule.apply(step)
                 if not finite or not all(math.isfinite(x) for x in losses[-accum:]):
@@ -601,71 +700,90 @@ def _loop(cfg: Config, world: World, model: nn.Module, step_module: nn.Module,
                           "lr": lr, "clips_per_s": seen / max(elapsed, 1e-9),
                           "data_wait": wait / max(elapsed, 1e-9),
                           "mem_mb": _memory_mb(dev), "skipped_steps": skipped_steps,
-                          "bad_videos": len(failures.failures)}
-                progress(record)
+                          "bad_videos": run.bad_total}
+                progress.update(1, loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                                clips_s=f"{record['clips_per_s']:.1f}",
+                                wait=f"{record['data_wait']:.0%}")
                 if step % cfg.PRINT_FREQ == 0 or step == total:
-                    metrics.write(record)
+                    run.metrics.write(record)
+                # the epoch's last full step: micro-batches left over (fewer than
+                # accumulation) are not run, so no gradient leaks into the next epoch
+                end_of_epoch = step % steps_per_epoch == 0
                 if step >= total:
                     break
-                # every rank stops after the same step: one that got the signal tells all
-                if any_rank(stopper.received is not None):
+                # every rank stops (and saves) after the same step: one that got the signal,
+                # or rank 0's clock for TRAIN.SAVE_EVERY_MINUTES, decides for all
+                minutes_due = (t.SAVE_EVERY_MINUTES > 0 and world.is_main and
+                               time.monotonic() - last_save >= 60 * t.SAVE_EVERY_MINUTES)
+                signal_seen, minutes_due = any_rank(stopper.received is not None, minutes_due)
+                if signal_seen:
                     stopped = stopper.received or "a stop signal on another rank"
-                end_of_epoch = step % steps_per_epoch == 0
                 if stopped:  # saved below at an epoch end
                     if not end_of_epoch:
                         save_last(epoch, f"signal {stopped}", epoch_rng)
                     break
-                if t.SAVE_EVERY and step % t.SAVE_EVERY == 0 and not end_of_epoch:
+                if end_of_epoch:
+                    break
+                if t.SAVE_EVERY and step % t.SAVE_EVERY == 0:
                     save_last(epoch, f"every {t.SAVE_EVERY} steps", epoch_rng)
-            fetch = time.perf_counter()
-        progress(None)
+                elif minutes_due:
+                    save_last(epoch, f"every {t.SAVE_EVERY_MINUTES:g} minutes", epoch_rng)
+                fetch = time.perf_counter()
+        finally:
+            progress.close()
         end_of_epoch = step % steps_per_epoch == 0 or step >= total
+        epoch_bad = sum(all_gather_objects(epoch_bad))
+        say(f"epoch {epoch}: steps {first_step + 1}-{step} of {total}"
+            + (f", mean loss {sum(losses) / len(losses):.4f}" if losses else "")
+            + f", {time.perf_counter() - tick:.1f} s, {epoch_bad} bad video load(s)"
+            + (f" (replaced; see {out / 'bad_videos.jsonl'})" if epoch_bad else ""))
         if end_of_epoch and ((epoch + 1) % cfg.SAVE_FREQ == 0 or step >= total or stopped):
             save_last(epoch, "end of training" if step >= total else "epoch end", epoch_rng)
         if stopped:  # no validation in a preemption's grace period
             break
-        if cfg.DATA.VAL_FILE and end_of_epoch:
-            result = run_evaluation(cfg, model, names, dev, log=say, tag=f"epoch{epoch}")
+        every = cfg.VAL.EVERY
+        if cfg.DATA.VAL_FILE and end_of_epoch and every and (
+                (epoch + 1) % every == 0 or step >= total):
+            result = run_evaluation(cfg, model, run.names, dev, log=say, tag=f"epoch{epoch}",
+                                    protocol=cfg.VAL)
+            run.metrics.write({"step": step, "epoch": epoch, "val_top1": result["top1"],
+                               "val_top5": result["top5"],
+                               "val_mean_class_acc": result["mean_class_acc"]})
+            if world.is_main:
+                training_curves(run.metrics.path, out / "curves.png")
             if world.is_main and (best is None or result["top1"] > best):
                 best = result["top1"]
                 save_checkpoint(out / "best.pth", model=model, optimizer=None, scaler=None,
                                 epoch=epoch, step=step, run_config=cfg.to_dict(), best=best,
-                                extra=text, settings=settings,
+                                extra=run.text, settings=run.settings,
                                 step_in_epoch=step - epoch * steps_per_epoch,
-                                saved_because="best")
+                                saved_because="best validation top-1")
     return step, best, skipped_steps, stopped, result
 
 
 def run_evaluation(cfg: Config, model: nn.Module, names: list[str], dev: torch.device, *,
                    log: Any = print, tag: str = "test", list_file: str | None = None,
-                   checkpoint: str | None = None) -> dict[str, Any]:
-    """Evaluate on DATA.VAL_FILE (or ``list_file``), write result files (naming
-    ``checkpoint``, the weights evaluated, when given), return metrics."""
-    dataset = engine_data.eval_dataset(cfg, len(names), list_file)
-    loader = engine_data.eval_loader(cfg, dataset)
+                   checkpoint: str | None = None, protocol: Any = None) -> dict[str, Any]:
+    """Evaluate on DATA.VAL_FILE (or ``list_file``) with the views of ``protocol``
+    (``cfg.TEST``, the default, or ``cfg.VAL``), showing progress; write the result files
+    (naming ``checkpoint``, the weights evaluated, when given) and say where; return the
+    metrics."""
+    views = protocol or cfg.TEST
+    dataset = engine_data.eval_dataset(cfg, len(names), list_file, protocol=views)
+    loader = engine_data.eval_loader(cfg, dataset, protocol=views)
     tokens = engine_data.tokenize_rows(engine_data.text_rows(cfg, names))
-    result = evaluate(model, loader, tokens, device=dev, amp=cfg.TRAIN.AMP, class_names=names)
-    log(f"[{tag}] {result.summary()}")
+    say = log if isinstance(log, RunLog) else RunLog(log, enabled=rank() == 0)
+    progress = Progress(len(loader.sampler), f"[{tag}] evaluating", log=say, unit="videos",
+                        interval=cfg.LOG_INTERVAL, enabled=rank() == 0)
+    try:
+        result = evaluate(model, loader, tokens, device=dev, amp=cfg.TRAIN.AMP,
+                          class_names=names, progress=progress.update,
+                          logit_scale=cfg.TEST.LOGIT_SCALE)
+    finally:
+        progress.close()
     summary = write_eval_outputs(cfg, result, names, tokens.shape[0], tag,
-                                 checkpoint=checkpoint)
+                                 checkpoint=checkpoint, protocol=views)
+    written = Path(cfg.OUTPUT) / "eval" / f"{tag}.json"
+    say(f"[{tag}] {result.summary()}; results in {written} (+ {tag}_predictions.jsonl, "
+        f"{tag}_confusion.png)")
     return summary
-
-
-def _progress(world: World, total: int, desc: str) -> Any:
-    """A callable updating a tqdm bar with the latest record (None closes it)."""
-    if not world.is_main:
-        return lambda record: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
-
-    def update(record: dict | None) -> None:
-        if record is None:
-            bar.close()
-            return
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                        clips_s=f"{record['clips_per_s']:.1f}",
-                        wait=f"{record['data_wait']:.0%}", mem=f"{record['mem_mb']:.0f}MB")
-
-    return update

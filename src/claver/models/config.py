@@ -22,6 +22,9 @@ IMAGENET_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
 ARCHS = ("clip", "claver", "actionclip")
 MASKS = ("kmt", "kmct")
 FUSIONS = ("meanP", "Conv1D", "LSTM", "Transf", "Transf_cls")
+# ActionCLIP Conv1D: "time" convolves over frames; "original" reproduces the original code's
+# view of (B, T, C) as (B, C, T) without a transpose (checkpoints trained with it need it).
+CONV1D_LAYOUTS = ("time", "original")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class ModelConfig:
     fusion: str = "meanP"
     fusion_layers: int = 6
     fusion_heads: int | None = None
+    conv1d_layout: str = "time"
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
 
@@ -194,6 +198,7 @@ def validate(config: ModelConfig) -> None:
     _choice("arch", config.arch, ARCHS)
     _choice("mask", config.mask, MASKS)
     _choice("fusion", config.fusion, FUSIONS)
+    _choice("conv1d_layout", config.conv1d_layout, CONV1D_LAYOUTS)
     for tower, kind in (("vision", VisionConfig), ("text", TextConfig)):
         if not isinstance(getattr(config, tower), kind):
             raise ModelConfigError(f"model config field {tower} must be a {kind.__name__}, got "

@@ -175,6 +175,10 @@ def _backbone_of(config: ModelConfig) -> str | None:
                  if (e, v, t) == (config.embed_dim, config.vision, config.text)), None)
 
 
+class NoOpenAIWeights(ValueError):
+    """``pretrained="openai"`` for a model whose backbone OpenAI never released."""
+
+
 def openai_weights(config: ModelConfig, cache_dir: str | Path | None = None) -> Path:
     """Path to OpenAI's CLIP weights for ``config``'s backbone (downloaded and verified)."""
     from claver.weights.download import OPENAI_CLIP_URLS, download, openai_sha256
@@ -182,10 +186,56 @@ def openai_weights(config: ModelConfig, cache_dir: str | Path | None = None) -> 
     backbone = _backbone_of(config)
     name = next((n for n, b in OPENAI_NAMES.items() if b == backbone), None)
     if name is None:
-        raise ValueError(f"pretrained='openai' needs an OpenAI backbone ({list(OPENAI_NAMES)}); "
-                         f"{describe(config)} has none")
+        raise NoOpenAIWeights(f"pretrained='openai' needs an OpenAI backbone "
+                              f"({list(OPENAI_NAMES)}); {describe(config)} has none")
     url = OPENAI_CLIP_URLS[name]
     return download(url, openai_sha256(url), cache_dir=cache_dir)
+
+
+# ModelConfig fields a run may set on top of a checkpoint's recorded architecture: the frame
+# count (the temporal embedding is interpolated), the mask variant and the input
+# normalisation. Every other field is the architecture itself.
+RUN_FIELDS = ("num_frames", "mask", "mean", "std")
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_differences(expected: ModelConfig, found: ModelConfig,
+                       ignore: tuple[str, ...] = RUN_FIELDS) -> list[str]:
+    """``"field: expected vs found"`` for every architecture field that differs (nested
+    fields dotted, e.g. ``vision.heads: 1 vs 4``), ``ignore`` left out."""
+    a, b = _flat(expected.to_dict()), _flat(found.to_dict())
+    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in a if k.split(".")[0] not in ignore
+            and a.get(k) != b.get(k)]
+
+
+def matching_preset(config: ModelConfig) -> str | None:
+    """The model name whose preset has ``config``'s architecture, if any."""
+    return next((n for n in list_models() if "/" not in n
+                 and not config_differences(get_config(n), config)), None)
+
+
+def _check_preset(name: str, config: ModelConfig, ckpt: Checkpoint) -> None:
+    """A checkpoint that records its architecture (our formats) must agree with the preset
+    it is loaded under; shapes can match while heads or layers differ (silently wrong)."""
+    if ckpt.format != "claver" or (ckpt.config.arch == "clip" and config.arch != "clip"):
+        return  # foreign formats infer their config; a CLIP checkpoint under a video model
+    diffs = config_differences(config, ckpt.config)
+    if diffs:
+        preset = matching_preset(ckpt.config)
+        use = (f"use {preset!r} (MODEL.ARCH={preset})" if preset else
+               "load it with claver.load_model(path) (claver test/predict --model PATH)")
+        raise CheckpointError(
+            f"{ckpt.source} records an architecture that differs from {name!r} ({name!r} vs "
+            f"the checkpoint: {'; '.join(diffs)}): {use}")
 
 
 def create_model(name: str, *, pretrained: str | Path | None = None,
@@ -199,7 +249,10 @@ def create_model(name: str, *, pretrained: str | Path | None = None,
     (OpenAI CLIP weights, downloaded once and verified; temporal/fusion parts initialised
     fresh) or a path to any supported checkpoint. Every option is validated and the
     parameter count checked against ``max_params`` (default ``$CLAVER_MAX_PARAMS`` or 2e9)
-    before anything is downloaded or built.
+    before anything is downloaded or built. A checkpoint in our format records its
+    architecture: when it differs from ``name``'s (e.g. 4 heads where the preset has 1;
+    ``num_frames``, ``mask``, ``mean``/``std`` may differ) the load is refused with the list
+    of differing fields.
     """
     config = get_config(name, **overrides)
     check_size(config, max_params, f"model {name!r}")
@@ -207,7 +260,12 @@ def create_model(name: str, *, pretrained: str | Path | None = None,
         return _construct(config)
     # fetch/read weights first and check they fit: fail fast, before building
     path = openai_weights(config, cache_dir) if str(pretrained) == "openai" else pretrained
-    return _build_loaded(read_checkpoint(path), config, max_params, f"model {name!r}")
+    ckpt = read_checkpoint(path)
+    if "conv1d_layout" not in overrides and config.fusion == ckpt.config.fusion:
+        # how the checkpoint's Conv1D head reads its input is part of what it computes
+        config = config.replace(conv1d_layout=ckpt.config.conv1d_layout)
+    _check_preset(name, config, ckpt)
+    return _build_loaded(ckpt, config, max_params, f"model {name!r}")
 
 
 def load_model(path: str | Path, *, max_params: int | float | None = None,
@@ -252,5 +310,5 @@ def save_model(model: CLIP, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["build_model", "create_model", "list_models", "load_model", "load_weights",
-           "save_model", "CheckpointError"]
+__all__ = ["NoOpenAIWeights", "build_model", "config_differences", "create_model",
+           "list_models", "load_model", "load_weights", "save_model", "CheckpointError"]

@@ -365,6 +365,8 @@ def _from_pickle(obj: Any, path: Path) -> Checkpoint:
         fusion_sd, fusion = convert_actionclip_fusion(obj.get("fusion_model_state_dict") or {})
         sd = {**clip, **fusion_sd}
         fields: dict[str, Any] = {"arch": "actionclip", "fusion": fusion}
+        if fusion == "Conv1D":  # trained with the original's (B, T, C) -> (B, C, T) view
+            fields["conv1d_layout"] = "original"
         if "fusion.pos_embed" in sd:
             fields["num_frames"] = sd["fusion.pos_embed"].shape[1] - 1
         ckpt = _from_clip_layout(sd, path, "actionclip-original", **fields)
