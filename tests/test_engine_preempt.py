@@ -159,7 +159,7 @@ def test_in_process_stop_raises_and_restores_handlers(dataset, tmp_path,  # noqa
 
 def test_stop_signals_not_listed_are_left_alone(dataset, tmp_path, monkeypatch):  # noqa: F811
     seen = []
-    monkeypatch.setattr(train_mod.signal, "signal",
+    monkeypatch.setattr(signal, "signal",
                         lambda num, handler: seen.append(num) or signal.SIG_DFL)
     cfg = load_config(write_config(tmp_path / "c.yaml", dataset, tmp_path / "run"),
                       ["TRAIN.EPOCHS=1", "DATA.VAL_FILE=", "TRAIN.MAX_STEPS=1",

@@ -30,9 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import shutil
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +48,6 @@ from claver.engine.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    settings_changes,
 )
 from claver.engine.config import Config, ConfigError, origin, save_config
 from claver.engine.distributed import (
@@ -68,11 +64,26 @@ from claver.engine.distributed import (
 from claver.engine.evaluate import amp_context, encode_text_rows, evaluate
 from claver.engine.losses import actionclip_loss, soft_target_cross_entropy
 from claver.engine.optim import WarmupCosine, build_optimizer
+from claver.engine.preemption import (  # noqa: F401 - STOPPED_EXIT_CODE, stop_requested: API
+    STOPPED_EXIT_CODE,
+    StopSignals,
+    TrainingStopped,
+    stop_requested,
+)
 from claver.engine.reporting import BadVideoLog, MetricsLog, write_eval_outputs
+from claver.engine.run_folder import (  # noqa: F401 - the errors: API
+    ChangedSettingsError,
+    OutputExistsError,
+    check_output,
+    check_resumable,
+    check_resume_settings,
+    clear_previous_run,
+    manifest_name,
+    run_settings,
+    undo_manifest,
+)
 from claver.engine.runlog import Progress, RunLog
 from claver.figures import training_curves
-from claver.models.config import ModelConfig
-from claver.models.factory import config_differences
 
 
 class SkipSampler(Sampler[int]):
@@ -92,71 +103,6 @@ class SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
-
-
-STOPPED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped on a signal, last.pth saved, rerun to continue
-
-
-class TrainingStopped(SystemExit):
-    """Training stopped early on a signal in TRAIN.STOP_SIGNALS after saving ``checkpoint``
-    at ``step``; exits the process with :data:`STOPPED_EXIT_CODE` unless caught."""
-
-    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
-        super().__init__(STOPPED_EXIT_CODE)
-        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
-
-
-class StopSignals:
-    """Records the first TRAIN.STOP_SIGNALS signal received while installed (a context
-    manager; the previous handlers come back on exit). Handlers only set a flag: the loop
-    checks :attr:`received` between optimizer steps. Signals this platform lacks, and
-    installation outside the main thread (where Python cannot handle signals), are skipped
-    with a message."""
-
-    def __init__(self, names: list[str], say: Any = print) -> None:
-        self.names, self.say = names, say
-        self.received: str | None = None
-        self.previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is None:
-            self.received = signal.Signals(signum).name
-            self.say(f"received {self.received}: finishing this step, then saving last.pth "
-                     f"and exiting with code {STOPPED_EXIT_CODE}")
-
-    def __enter__(self) -> StopSignals:
-        global _ACTIVE
-        _ACTIVE = self
-        if not self.names:
-            return self
-        if threading.current_thread() is not threading.main_thread():
-            self.say("warning: training runs outside the main thread: TRAIN.STOP_SIGNALS "
-                     "are not handled")
-            return self
-        for name in self.names:
-            num = getattr(signal, name, None)
-            if num is None:
-                self.say(f"warning: {name} does not exist on this platform; not handled")
-                continue
-            self.previous[num] = signal.signal(num, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        global _ACTIVE
-        for num, handler in self.previous.items():
-            signal.signal(num, handler)
-        self.previous.clear()
-        _ACTIVE = None
-
-
-# The stop handler of the running training (None outside train()); tests and embedding code
-# can read which signal arrived with :func:`stop_requested`.
-_ACTIVE: StopSignals | None = None
-
-
-def stop_requested() -> str | None:
-    """The stop signal this process received during the running training, if any."""
-    return _ACTIVE.received if _ACTIVE is not None else None
 
 
 class TrainStep(nn.Module):
@@ -198,134 +144,6 @@ def parameter_summary(model: nn.Module) -> str:
     total = [sum(v[i] for v in rows.values()) for i in (0, 1)]
     lines.append(f"{'all':<{width}} {total[0]:>12,} {total[1]:>12,}")
     return "\n".join(lines)
-
-
-class OutputExistsError(ValueError):
-    """OUTPUT already holds files and the run neither continues nor overwrites them."""
-
-
-class ChangedSettingsError(ValueError):
-    """A resume would change the schedule or the data order recorded in the checkpoint."""
-
-
-# What a training run writes into OUTPUT (``--overwrite`` replaces these, nothing else).
-RUN_FILES = ("config.yaml", "last.pth", "last.pth.tmp", "best.pth", "best.pth.tmp",
-             "metrics.jsonl", "train.log", "bad_videos.jsonl", "curves.png")
-RUN_DIRS = ("eval", "tensorboard")
-
-
-def _is_run_file(path: Path) -> bool:
-    name = path.name
-    if path.is_dir():
-        return name in RUN_DIRS
-    return name in RUN_FILES or (name.startswith("few_shot_k") and name.endswith(".txt"))
-
-
-def _describe(path: Path) -> str:
-    return path.name + "/" if path.is_dir() else path.name
-
-
-def output_contents(out: Path) -> list[Path]:
-    """The entries of ``out`` (empty when it does not exist); an error if it is a file."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"OUTPUT {out} is a file, not a folder; choose another OUTPUT")
-    return sorted(out.iterdir()) if out.is_dir() else []
-
-
-def check_output(out: Path, *, continuing: bool, overwrite: bool) -> list[Path]:
-    """Refuse a non-empty ``out`` unless the run continues it or ``overwrite``; returns what
-    ``out`` holds. Reads only."""
-    if continuing and overwrite:
-        raise OutputExistsError("--overwrite starts the run over; it cannot be combined with "
-                                "--resume or --auto-resume")
-    entries = output_contents(out)
-    if entries and not continuing and not overwrite:
-        shown = ", ".join(_describe(p) for p in entries[:8])
-        more = f" and {len(entries) - 8} more" if len(entries) > 8 else ""
-        raise OutputExistsError(
-            f"OUTPUT {out} is not empty ({shown}{more}): continue that run with --auto-resume "
-            "(or --resume CHECKPOINT), start over with --overwrite, or choose another OUTPUT")
-    return entries
-
-
-def clear_previous_run(out: Path, entries: list[Path], keep: set[str]) -> tuple[list[str],
-                                                                                  list[str]]:
-    """``--overwrite``: delete the files an earlier run wrote (:data:`RUN_FILES`, eval/,
-    tensorboard/, few-shot manifests) except ``keep``; returns (replaced, left alone)."""
-    replaced, left = [], []
-    for path in entries:
-        if path.name in keep:
-            replaced.append(path.name)  # rewritten by this run
-        elif _is_run_file(path):
-            replaced.append(_describe(path))
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        else:
-            left.append(path.name + ("/" if path.is_dir() else ""))
-    return replaced, left
-
-
-def _list_identity(list_file: str) -> str:
-    """What identifies a training list: its content (a moved dataset keeps its identity)."""
-    try:
-        digest = hashlib.sha256(Path(list_file).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "(unreadable)"
-    return f"sha256 {digest}"
-
-
-def run_settings(cfg: Config, world: int, accum: int, steps_per_epoch: int, total: int,
-                 videos: int) -> dict[str, Any]:
-    """The settings that define the LR schedule and the data order; recorded in every
-    checkpoint and compared on resume (see :func:`check_resume_settings`)."""
-    t, d = cfg.TRAIN, cfg.DATA
-    return {
-        "TRAIN.BATCH_SIZE": t.BATCH_SIZE,
-        "TRAIN.EFFECTIVE_BATCH_SIZE": t.EFFECTIVE_BATCH_SIZE,
-        "world size": world,
-        "accumulation": accum,
-        "TRAIN.EPOCHS": t.EPOCHS,
-        "TRAIN.MAX_STEPS": t.MAX_STEPS,
-        "TRAIN.WARMUP_EPOCHS": t.WARMUP_EPOCHS,
-        "TRAIN.LR": t.LR,
-        "TRAIN.MIN_LR_RATIO": t.MIN_LR_RATIO,
-        "TRAIN.NEW_PARAM_LR_MULT": t.NEW_PARAM_LR_MULT,
-        "TRAIN.WARMUP_PREFIX": t.WARMUP_PREFIX,
-        "TRAIN.NO_DECAY": t.NO_DECAY,
-        "TRAIN.TEXT_ROW_DRAW": t.TEXT_ROW_DRAW,
-        "SEED": cfg.SEED,
-        "DATA.NUM_FRAMES": d.NUM_FRAMES,
-        "DATA.FEW_SHOT_K": d.FEW_SHOT_K,
-        "DATA.KEEP_TAIL_FRAMES": d.KEEP_TAIL_FRAMES,
-        "DATA.TRAIN_FILE content": _list_identity(d.TRAIN_FILE),
-        "training videos": videos,
-        "steps per epoch": steps_per_epoch,
-        "total steps": total,
-    }
-
-
-def check_resume_settings(path: str, state: dict[str, Any], current: dict[str, Any], *,
-                          allow: bool, say: Any) -> None:
-    """Refuse (or, with ``allow``, warn about) a resume that changes the recorded settings."""
-    recorded = state.get("settings")
-    if not recorded:
-        say(f"warning: {path} records no run settings (an older checkpoint): cannot check "
-            "that the schedule and data order are unchanged")
-        return
-    changes = settings_changes(recorded, current)
-    if not changes:
-        return
-    listed = "; ".join(changes)
-    if not allow:
-        raise ChangedSettingsError(
-            f"resuming {path} with changed settings ({listed}): the schedule and data order "
-            "would no longer match the checkpoint; undo the changes, start over in another "
-            "OUTPUT, or pass --allow-changed-settings")
-    say(f"warning: resuming {path} with changed settings ({listed}); the LR schedule, step "
-        "count and data order follow the new settings from step "
-        f"{state.get('step')} on")
 
 
 def _step_generator(cfg: Config, step: int, micro: int, stream: str = "",
@@ -394,20 +212,6 @@ def _memory_mb(device: torch.device) -> float:
         return 0.0
 
 
-def _manifest_name(cfg: Config) -> str:
-    return f"few_shot_k{cfg.DATA.FEW_SHOT_K}_seed{cfg.SEED}.txt"
-
-
-def _undo_manifest(cfg: Config, out: Path, entries: list[Path], existed: bool) -> None:
-    """A start that failed: remove the few-shot manifest it wrote (if OUTPUT had none) and
-    the folder if this start created it and left it empty."""
-    manifest = out / _manifest_name(cfg)
-    if cfg.DATA.FEW_SHOT_K > 0 and manifest not in entries and manifest.is_file():
-        manifest.unlink()
-    if not existed and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-
-
 def _build(cfg: Config, world: World) -> tuple:
     """Class names, model, text tokens, dataset, loader and step counts; validates all."""
     names = engine_data.class_names(cfg)
@@ -434,25 +238,6 @@ def _build(cfg: Config, world: World) -> tuple:
     return names, model, tokens, dataset, loader, accum, steps_per_epoch, total
 
 
-def _check_resumable(path: str, state: dict[str, Any], model: nn.Module, out: Path) -> None:
-    """A checkpoint a run can continue: a training state (not weights only) of this model."""
-    if state.get("optimizer") is None:
-        why = f" ({state['saved_because']})" if state.get("saved_because") else ""
-        raise ConfigError(
-            f"{path} holds model weights only{why}, not a training state to continue: continue "
-            f"from {out / 'last.pth'} with --auto-resume, or start a new run from these "
-            f"weights with MODEL.PRETRAINED={path}")
-    recorded = ModelConfig.from_dict(state.get("model_config") or {})
-    diffs = config_differences(model.config, recorded, ignore=())
-    if diffs:
-        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-        config_file = Path(path).parent / "config.yaml"
-        raise ConfigError(
-            f"{path} was trained with another model (this run's config vs the checkpoint's: "
-            f"{shown}): resume with the config it was trained with ({config_file}), or "
-            f"start a new run from its weights with MODEL.PRETRAINED={path}")
-
-
 def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
            allow_changed_settings: bool, say: Any) -> tuple:
     """Everything a run needs, built and checked before anything is written to OUTPUT:
@@ -476,7 +261,7 @@ def _setup(cfg: Config, world: World, *, resume: str | None, auto_resume: bool,
             say(f"no checkpoint in {out} to resume: starting from scratch")
     if resume:
         state = load_checkpoint(resume)
-        _check_resumable(resume, state, model, out)
+        check_resumable(resume, state, model, out)
         check_resume_settings(resume, state, settings, allow=allow_changed_settings, say=say)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -519,7 +304,7 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
                        allow_changed_settings=allow_changed_settings, say=say)
     except BaseException:
         if world.is_main:
-            _undo_manifest(cfg, out, entries, existed)
+            undo_manifest(cfg, out, entries, existed)
         raise
     (names, model, tokens, dataset, loader, accum, steps_per_epoch, total, optimizer,
      schedule, scaler, settings, step, best, resumed) = built
@@ -527,7 +312,7 @@ def train(cfg: Config, *, resume: str | None = None, auto_resume: bool = False,
     start_epoch = step // steps_per_epoch
     if world.is_main:
         if overwrite and entries:
-            keep = {_manifest_name(cfg)} if cfg.DATA.FEW_SHOT_K > 0 else set()
+            keep = {manifest_name(cfg)} if cfg.DATA.FEW_SHOT_K > 0 else set()
             replaced, left = clear_previous_run(out, entries, keep)
             say(f"--overwrite: starting over in {out}, replacing "
                 f"{', '.join(replaced) or 'nothing'}"
