@@ -166,8 +166,11 @@ def test_bad_options_are_refused_by_create_model_before_building():
 
 def test_pretrained_file_describing_another_model_is_checked_before_building(tmp_path):
     path = claver_file(tmp_path / "hollow.safetensors", get_config("claver-vit-l14").to_dict())
+    with pytest.raises(CheckpointError, match="hollow.safetensors records an architecture "
+                       "that differs from 'claver-tiny'.*vision.width: 64 vs 1024"):
+        claver.create_model("claver-tiny", pretrained=path)  # (a tiny model: fails fast)
     with pytest.raises(CheckpointError, match="hollow.safetensors .* does not fit"):
-        claver.create_model("claver-tiny", pretrained=path)
+        claver.create_model("claver-vit-l14", pretrained=path)  # not 300M params allocated
 
 
 # ------------------------------------------------------------- config.json beside weights
