@@ -1,8 +1,10 @@
-"""Shared fixtures: the independent oracles (OpenAI's CLIP code, loaded by file path)."""
+"""Shared fixtures: the independent oracles (OpenAI's CLIP code, loaded by file path), and a
+private ``$CLAVER_CACHE`` for the whole run."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
@@ -71,3 +73,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_claver_cache(tmp_path_factory):
+    """Tests never write into the user's ``~/.cache/claver`` (ONNX exports, demo data):
+    ``$CLAVER_CACHE`` points at a folder of this run (subprocesses inherit it)."""
+    before = os.environ.get("CLAVER_CACHE")
+    os.environ["CLAVER_CACHE"] = str(tmp_path_factory.mktemp("claver-cache"))
+    yield Path(os.environ["CLAVER_CACHE"])
+    if before is None:
+        os.environ.pop("CLAVER_CACHE", None)
+    else:
+        os.environ["CLAVER_CACHE"] = before

@@ -60,3 +60,20 @@ def test_predict_benchmark_quick(tmp_path):
         if "onnx fp32" in name or "torch fp32" in name:  # ONNX Runtime fp32 equals eager
             assert float(max_dp) <= 1e-4 and agrees == "yes"
     assert rows["HF X-CLIP tiny fp32"][1] == "1.00x"
+
+
+def test_search_recall_benchmark_on_a_quick_demo(tmp_path):
+    demo = subprocess.run([sys.executable, "-m", "claver", "demo", "--quick", "--out",
+                           str(tmp_path / "demo"), "--data", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_recall.py"),
+                          str(tmp_path / "demo" / "claver-tiny-kmt.safetensors"),
+                          "--data", str(tmp_path / "data")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()
+            if line.startswith("claver-tiny-kmt")]
+    # the quick dataset: 12 val classes x 2 videos, 6 zero-shot classes x 2 videos
+    assert [(r[1], r[2], r[3]) for r in rows] == [("val", "12", "24"), ("zero_shot", "6", "12")]
+    assert all(0 <= float(x) <= 1 for r in rows for x in r[4:])

@@ -61,9 +61,12 @@ def files(tmp_path_factory) -> list[Path]:
 
 
 def reference_probs(model, video_uint8: torch.Tensor, rows: list[list[str]]) -> torch.Tensor:
-    """Independent path: eval transform + claver.tokenize + model(video, text) (B, R, C)."""
+    """Independent path: eval transform + claver.tokenize + model(video, text) (B, R, C).
+    Zero-shot preprocessing scales the short side to S (not 256/224 S, as the one-crop
+    evaluation of training does): the centre one of the three-crop view (short side S)."""
     cfg = model.config
-    x = build_eval_transform(cfg.vision.image_size, mean=cfg.mean, std=cfg.std)(video_uint8)
+    x = build_eval_transform(cfg.vision.image_size, mean=cfg.mean, std=cfg.std,
+                             crops=3)(video_uint8)[1]
     text = torch.stack([claver.tokenize(r) for r in rows])  # (R, C, 77)
     with torch.no_grad():
         logits = model(x[None], text)
@@ -403,8 +406,17 @@ def test_cli_windows_json(trained, tmp_path, capsys):
         (0, 1, "blue"), (1, 2, "red")]
     assert [s["label"] for s in result["segments"]] == ["blue", "red"]
     assert main(["predict", str(long), "--labels", "red,green,blue", "--model", str(path),
-                 "--window", "1", "--threshold", "0.999"]) == 0
-    assert "no action" in capsys.readouterr().out
+                 "--window", "1", "--threshold", "0.999", "--plot", str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr().out
+    assert "no action" in out and f"timeline: {tmp_path / 'plots' / 'long.timeline.png'}" in out
+    from PIL import Image
+
+    with Image.open(tmp_path / "plots" / "long.timeline.png") as im:
+        assert im.format == "PNG" and im.width >= 400 and im.height >= 200
+    assert main(["predict", str(long), "--labels", "red,blue", "--model", str(path),
+                 "--plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--plot" in err and "needs --window" in err
 
 
 def test_cli_usage_errors(trained, colour_files, tmp_path, capsys, monkeypatch):

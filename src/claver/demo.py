@@ -260,21 +260,20 @@ def _cores() -> int:
 
 
 def _bars(contenders: Sequence[Contender], steps: int) -> list[Any]:
-    from tqdm.auto import tqdm
+    """One progress per contender: bars on a terminal, a plain line every 30 s in a log."""
+    from claver.engine.runlog import Progress, RunLog
 
     width = max(len(c.label) for c in contenders)
-    return [tqdm(total=steps, desc=c.label.ljust(width), position=i, unit="step",
-                 dynamic_ncols=True, mininterval=0.5, file=sys.stderr, leave=True)
+    log = RunLog(lambda line: print(line, file=sys.stderr, flush=True))
+    return [Progress(steps, c.label.ljust(width), log=log, position=i)
             for i, c in enumerate(contenders)]
 
 
 def _show(bar: Any, event: dict) -> None:
-    bar.update(event["step"] - bar.n)
     post = {"loss": f"{event['loss']:.3f}"}
     if "val_top1" in event:
         post |= {"val": f"{event['val_top1']:.0%}", "pairs": f"{event['val_pairs']:.0%}"}
-        bar.last_val = post
-    bar.set_postfix(getattr(bar, "last_val", {}) | post, refresh=False)
+    bar.update(event["step"] - bar.done, **post)
 
 
 def _train_all(contenders: Sequence[Contender], data: dict, classes: dict,

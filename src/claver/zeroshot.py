@@ -208,6 +208,26 @@ def merge_windows(windows: Sequence[Prediction]) -> list[dict[str, Any]]:
     return segments
 
 
+def windows_result(video: Any, windows: Sequence[Prediction]) -> dict[str, Any]:
+    """One video's entry of ``claver predict --window --json`` (and of the ``claver serve``
+    API): its windows and their merged segments."""
+    return {"video": str(video), "ok": True, "windows": [w.to_dict() for w in windows],
+            "segments": merge_windows(windows)}
+
+
+def result_header(pred: Predictor, model_name: str) -> dict[str, Any]:
+    """The header of ``claver predict --json`` (and of the ``claver serve`` API): model,
+    architecture, labels, text rows, preprocessing, precision and runtime."""
+    from claver.weights.formats import describe
+
+    return {"model": model_name, "architecture": describe(pred.model.config),
+            "labels": list(pred.labels), "text_rows": len(pred.rows),
+            "preprocessing": {"frames": pred.preprocess.num_frames,
+                              "short_side": pred.preprocess.short_side,
+                              "crop": pred.preprocess.image_size},
+            "precision": pred.precision, "runtime": pred.runtime}
+
+
 # ------------------------------------------------------------------------------ predictor
 
 class Predictor:

@@ -73,8 +73,8 @@ def training_text(model: str | None) -> dict[str, Any] | None:
     Read from what the checkpoint records (``extra``); a checkpoint that records only its
     run config falls back to the config's DATA.LABEL_LIST (when that file is still there)
     and DATA.TEMPLATES (descriptions are then not used)."""
-    if not model or not Path(model).expanduser().is_file():
-        return None
+    if not model or not Path(model).expanduser().is_file() or str(model).endswith(".onnx"):
+        return None  # an ONNX export records no text rows
     from claver.engine.checkpoint import FORMAT
     from claver.weights.errors import CheckpointError
     from claver.weights.safe_load import load_pickle_checkpoint
@@ -202,7 +202,7 @@ def _print_windows(source: str, windows: list[Any], args: argparse.Namespace) ->
 
 
 def _run_windows(pred: Any, args: argparse.Namespace) -> tuple[list[dict], int]:
-    from claver.zeroshot import merge_windows
+    from claver.zeroshot import windows_result
 
     out, failed = [], 0
     for video in args.videos:
@@ -216,15 +216,21 @@ def _run_windows(pred: Any, args: argparse.Namespace) -> tuple[list[dict], int]:
             if not args.json:
                 print(f"\n{video}: FAILED  {e}")
             continue
-        out.append({"video": video, "ok": True, "windows": [w.to_dict() for w in windows],
-                    "segments": merge_windows(windows)})
+        out.append(windows_result(video, windows))
         if not args.json:
             _print_windows(video, windows, args)
+        if args.plot:
+            from claver.figures import window_timeline
+
+            png = window_timeline(windows, Path(args.plot) / f"{Path(video).stem}.timeline.png",
+                                  args.threshold, topk=min(args.topk, 5),
+                                  title=f"{video}: top labels per window")
+            print(f"timeline: {png}", file=sys.stderr if args.json else sys.stdout)
     return out, failed
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from claver.weights.formats import describe
+    from claver.zeroshot import result_header
 
     record = training_text(args.model)
     labels = labels_or_training(args, record)
@@ -233,6 +239,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.window is None and (args.stride is not None or args.threshold is not None
                                 or args.smooth != 1):
         raise ValueError("--stride, --smooth and --threshold need --window SECONDS")
+    if args.plot and args.window is None:
+        raise ValueError("--plot draws the per-window probabilities: it needs --window SECONDS")
     pred = _predictor(args, labels, record)
     note = ""
     if record is not None:
@@ -245,12 +253,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             note = f"using the training {', '.join(used)} of {args.model} ({record['origin']})"
             if args.json:
                 print(note, file=sys.stderr)
-    header = {"model": _model_name(args), "architecture": describe(pred.model.config),
-              "labels": list(pred.labels), "text_rows": len(pred.rows),
-              "preprocessing": {"frames": pred.preprocess.num_frames,
-                                "short_side": pred.preprocess.short_side,
-                                "crop": pred.preprocess.image_size},
-              "precision": pred.precision, "runtime": pred.runtime}
+    header = result_header(pred, _model_name(args))
     if not args.json:
         print(f"model   {header['model']}: {header['architecture']} ({pred.runtime} "
               f"{pred.precision})")
@@ -295,6 +298,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="moving average of probabilities over N windows (odd)")
     p.add_argument("--threshold", type=float, metavar="P",
                    help="windows whose best probability is below P are 'no action'")
+    p.add_argument("--plot", metavar="DIR",
+                   help="with --window: draw each video's per-window probabilities of its top "
+                        "labels over time (and the threshold) as DIR/<video>.timeline.png")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=1,
                    help="background decoding threads (0: decode in the main thread)")

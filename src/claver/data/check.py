@@ -99,7 +99,8 @@ def check_dataset(views: VideoDataset, class_names: list[str], *,
         raise ValueError(f"draws must be >= 0, got {draws}")
     checks: list[VideoCheck] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(views), desc="data check", unit="video", disable=not progress,
+            tqdm(total=len(views), desc="data check", unit="video",
+                 disable=None if progress else True,  # None: no bar in a log file
                  dynamic_ncols=True) as bar:
         futures = [pool.submit(check_video, i, views, train, draws=draws, full=full)
                    for i in range(len(views))]

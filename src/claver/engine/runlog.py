@@ -86,7 +86,7 @@ class Progress:
 
     def __init__(self, total: int, desc: str, *, log: RunLog, unit: str = "steps",
                  interval: float = 30.0, enabled: bool = True, terminal: bool | None = None,
-                 ) -> None:
+                 position: int | None = None) -> None:
         self.total, self.desc, self.log, self.unit = total, desc, log, unit
         self.interval, self.enabled = interval, enabled and log.enabled
         self.terminal = is_terminal() if terminal is None else terminal
@@ -97,7 +97,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit=unit.rstrip("s") or unit,
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=True, leave=False, position=position)
 
     def line(self) -> str:
         """``desc: done/total unit (pct), rate, elapsed, ETA, fields``."""

@@ -43,6 +43,7 @@ from torch import nn
 from claver.runtime.towers import TextTower, VideoTower, cut_tokens, video_embedding
 
 FORMAT = "claver-onnx-v1"
+REVISION = 2  # of what the export writes: part of the cache file names (bump on changes)
 INSTALL_HINT = "pip install 'claver[onnx]'"
 PRECISIONS = ("fp32", "int8")
 OPSET = 17
@@ -218,7 +219,7 @@ def export_video_bytes(model: nn.Module, *, precision: str = "fp32",
     m = _cpu_fp32(model).eval()
     try:
         example = torch.zeros(2, cfg.num_frames, 3, s, s)
-        data = _trace(VideoTower(m), example, ("video", "embedding"),
+        data = _trace(VideoTower(m, cls_only=True), example, ("video", "embedding"),
                       {"video": {0: "batch"}, "embedding": {0: "batch"}}, cfg)
     finally:
         model.train(was_training)
@@ -372,7 +373,7 @@ def video_encoder(model: nn.Module, *, precision: str = "fp32", threads: int | N
         key = (fingerprint, precision, threads)
         if key not in _SESSIONS:
             path = Path(cache) if cache is not None else cache_dir()
-            path = path / f"{fingerprint}.video.{precision}.onnx"
+            path = path / f"{fingerprint}.video.{precision}.r{REVISION}.onnx"
             if not path.is_file():
                 atomic_write_bytes(path, export_video_bytes(model, precision=precision,
                                                             fingerprint=fingerprint))

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from claver.zeroshot import result_header, windows_result
+
 __all__ = ["Busy", "RequestError", "ServeOptions", "Service", "parse_labels"]
 
 
@@ -244,25 +246,14 @@ class Service:
             result["timeline"] = self._timeline(result, threshold)
         if not result["ok"]:
             raise RequestError(str(result["error"]).replace(str(path), name), 422)
-        header = {"model": self.name, "architecture": self.architecture,
-                  "labels": list(pred.labels), "text_rows": len(pred.rows),
-                  "preprocessing": {"frames": pred.preprocess.num_frames,
-                                    "short_side": pred.preprocess.short_side,
-                                    "crop": pred.preprocess.image_size},
-                  "precision": pred.precision}
-        if hasattr(pred, "runtime"):
-            header["runtime"] = pred.runtime
-        return {**header, "results": [result], "failed": 0}
+        return {**result_header(pred, self.name), "results": [result], "failed": 0}
 
     @staticmethod
     def _windows(pred: Any, path: Path, topk: int, window: float, stride: float | None,
                  smooth: int, threshold: float | None) -> dict[str, Any]:
-        from claver.zeroshot import merge_windows
-
         windows = pred.predict_windows(path, window=window, stride=stride, smooth=smooth,
                                        threshold=threshold, topk=topk)
-        return {"video": str(path), "ok": True, "windows": [w.to_dict() for w in windows],
-                "segments": merge_windows(windows)}
+        return windows_result(path, windows)
 
     def _explain(self, pred: Any, path: Path) -> dict[str, Any]:
         from claver.explain import explain_with
