@@ -9,6 +9,7 @@ line naming the file, the problem and the fix.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -343,3 +344,21 @@ def test_labels_that_are_not_utf8_name_the_line(tmp_path, capsys):
     labels.write_bytes(b"0,walking\n1,caf\xe9\n")
     line = cli_error(capsys, ["predict", "v.mp4", "--labels-file", labels])
     assert "labels.csv, line 2: not UTF-8 text" in line and "save the file as UTF-8" in line
+
+
+def test_atomic_writes_leave_no_temp_file_and_the_usual_mode(tmp_path):
+    from claver.fileio import atomic_write_bytes, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        text = atomic_write_text(tmp_path / "a" / "list.txt", "x\r\ny\n")
+        data = atomic_write_bytes(tmp_path / "b.npy", lambda f: f.write(b"\x00\x01"), fsync=True)
+    finally:
+        os.umask(old)
+    assert text.read_bytes() == b"x\r\ny\n" and data.read_bytes() == b"\x00\x01"
+    for path in (text, data):  # 0644 as open() gives, not mkstemp's 0600
+        assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b.npy", "list.txt"]
+    with pytest.raises(ZeroDivisionError):
+        atomic_write_bytes(tmp_path / "c.bin", lambda f: 1 / 0)
+    assert not (tmp_path / "c.bin").exists() and len(list(tmp_path.iterdir())) == 2

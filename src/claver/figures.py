@@ -31,8 +31,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from claver.fileio import atomic_write_text
-from claver.images import HEAT_CMAP, write_bytes
+from claver.fileio import atomic_write_bytes, atomic_write_text
+from claver.images import HEAT_CMAP
 
 __all__ = ["DPI", "confusion_classes", "confusion_figure", "confusion_title", "explain_figure",
            "mask_figure", "read_metrics", "training_curves", "window_timeline"]
@@ -51,7 +51,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` to ``path`` as PNG (temporary file + rename)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    return write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _short(name: str, limit: int = _NAME_CHARS) -> str:

@@ -10,7 +10,8 @@ errors, bounded reprs for messages, atomic text writes.
   is built is bounded by the file's size; ``!!python/...`` tags are refused.
 - :func:`short_repr`: ``repr`` cut to a bounded length without rendering the whole value
   (use it for every value an error message quotes).
-- :func:`atomic_write_text`: write through a temporary file and a rename (no half files).
+- :func:`atomic_write_bytes` / :func:`atomic_write_text`: write through a temporary file
+  and a rename (no half files), with the usual file mode.
 
 Every reading problem raises :class:`FileFormatError` (a ``ValueError``), whose message names
 the file, the problem and the fix on one line. This module imports nothing from claver.
@@ -18,16 +19,19 @@ the file, the problem and the fix on one line. This module imports nothing from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import reprlib
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["MAX_CONFIG_BYTES", "FileFormatError", "atomic_write_text", "parse_json",
+__all__ = ["MAX_CONFIG_BYTES", "FileFormatError", "atomic_write_bytes", "atomic_write_text",
+           "parse_json",
            "parse_yaml", "read_json", "read_text", "read_yaml", "short_repr"]
 
 # Config files (YAML experiments, JSON model configs, config.json beside weights) are a few
@@ -193,17 +197,41 @@ def read_yaml(path: PathLike, *, max_bytes: int | None = MAX_CONFIG_BYTES,
     return parse_yaml(read_text(path, max_bytes=max_bytes, what=what), str(path))
 
 
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8, line ends as given) to ``path`` through a temporary file in
-    the same folder and a rename: readers see the old file or the new one, never half."""
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: PathLike, data: bytes | Callable[[BinaryIO], Any], *,
+                       fsync: bool = False) -> Path:
+    """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` through a
+    temporary file in the same folder and a rename: readers see the old file or the new one,
+    never half. The file gets the mode a plain ``open()`` would give (not ``mkstemp``'s
+    0600: results are read by other people and servers); ``fsync`` flushes it to disk
+    before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8 (line ends as given)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

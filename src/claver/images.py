@@ -8,8 +8,6 @@ colour bars show; :func:`save_gif` writes an animated GIF that loops forever wit
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,26 +16,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["HEAT_CMAP", "colorize", "overlay", "save_gif", "to_uint8_image", "write_bytes"]
+from claver.fileio import atomic_write_bytes
+
+__all__ = ["HEAT_CMAP", "colorize", "overlay", "save_gif", "to_uint8_image"]
 
 HEAT_CMAP = matplotlib.colormaps["inferno"]  # 0: black-purple ... 1: pale yellow
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename
-    (readers see the old file or the new one, never half of one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; pictures are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def to_uint8_image(image: np.ndarray | torch.Tensor, name: str = "image") -> np.ndarray:
@@ -97,4 +80,4 @@ def save_gif(path: str | Path, frames: Sequence[np.ndarray | torch.Tensor],
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                    duration=max(10, int(duration_ms)), loop=0, disposal=1)
-    return write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from claver.fileio import atomic_write_bytes
 from claver.runtime.towers import TextTower, VideoTower, cut_tokens, video_embedding
 
 FORMAT = "claver-onnx-v1"
@@ -178,20 +179,6 @@ def quantize_int8(data: bytes) -> bytes:
         finally:
             quiet.setLevel(level)
         return dst.read_bytes()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _metadata(model: nn.Module, kind: str, fingerprint: str, precision: str) -> dict[str, str]:

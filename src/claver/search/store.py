@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 
 from claver.fileio import (
     FileFormatError,
+    atomic_write_bytes,
     atomic_write_text,
     parse_json,
     read_json,
@@ -138,37 +138,9 @@ class IndexData:
 
 # ------------------------------------------------------------------------------- writing
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _readable(path: Path) -> None:
-    """Give a file written through ``mkstemp`` (mode 0600) the usual mode (0666 less the
-    umask): an index is read by other people and servers."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, _umask_mode())
-
-
-def _write_bytes_atomic(path: Path, write: Any) -> None:
-    """``write(binary file)`` into a temporary file beside ``path``, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    _write_bytes_atomic(path, lambda f: np.save(f, np.ascontiguousarray(array),
-                                                allow_pickle=False))
+    atomic_write_bytes(path, lambda f: np.save(f, np.ascontiguousarray(array),
+                                               allow_pickle=False), fsync=True)
 
 
 def _sha256(path: Path) -> str:
@@ -190,12 +162,12 @@ def write_index(root: Path, header: dict[str, Any], vectors: np.ndarray, spans: 
     _save_npy(data / "vectors.npy", vectors.astype(np.float32, copy=False))
     _save_npy(data / "spans.npy", spans.astype(np.float64, copy=False))
     lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in files)
-    _readable(atomic_write_text(data / "files.jsonl", lines))
+    atomic_write_text(data / "files.jsonl", lines)
     header = {**header, "format": FORMAT, "version": VERSION, "data": data.name,
               "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
               "files": len(files), "failed": sum(r.error is not None for r in files)}
     text = json.dumps(header, indent=1, ensure_ascii=False) + "\n"
-    _readable(atomic_write_text(root / HEADER, text))
+    atomic_write_text(root / HEADER, text)
     for name in old:
         _remove_tree(root / name)
     return header
