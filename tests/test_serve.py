@@ -16,6 +16,7 @@ import shutil
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import torch
@@ -307,6 +308,104 @@ def test_cli_serve_starts_on_localhost_and_says_so(files):
         proc.wait(30)
 
 
+# ------------------------------------------------------------------------------ search
+
+@pytest.fixture(scope="module")
+def indexed(files):
+    """An index over three tiny videos (1.5 s windows: rows starting at 0, 1.5, 3 s ...) and
+    a server holding it; one indexed file is then overwritten with junk."""
+    tmp = files["tmp"] / "indexed"
+    tmp.mkdir()
+    videos = [make_video(tmp / "b.mp4", num_frames=30, fps=10, size=(64, 48)),
+              make_video(tmp / "c.mp4", num_frames=20, fps=10, size=(48, 64)),
+              make_video(tmp / "gone.mp4", num_frames=20, fps=10, size=(64, 48))]
+    idx = claver.index([files["video"], *videos], tmp / "index", files["model"], window=1.5,
+                       workers=0)
+    videos[2].write_bytes(b"not a video any more")
+    srv = Server(Service(files["model"], index=tmp / "index"))
+    yield {"index": idx, "path": tmp / "index", "server": srv, "gone": str(videos[2])}
+    srv.stop()
+
+
+def _image(url: str):
+    from PIL import Image
+
+    head, data = url.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    image.load()
+    return image
+
+
+def test_search_equals_index_search_with_thumbnails(indexed):
+    from videos import frame_index
+
+    srv, idx = indexed["server"], indexed["index"]
+    info = json.loads(srv.get("/v1/model").data)
+    assert info["index"] == {"path": str(indexed["path"]), "rows": len(idx), "files": 4}
+    assert len(idx) == 3 + 2 + 2 + 2  # 4 s, 3 s, 2 s, 2 s in 1.5 s windows
+    for q, k in (("someone running", 5), ("a dog", 100)):
+        r = srv.get("/v1/search?" + urlencode({"q": q, "k": k}))
+        assert r.status == 200, r.data
+        body = r.json()
+        hits = claver.Index(indexed["path"]).search(q, k)  # an independent load of the index
+        assert body["query"] == q and len(body["results"]) == min(k, len(idx)) == len(hits)
+        for got, hit in zip(body["results"], hits, strict=True):
+            assert set(got) == {"file", "start", "end", "score", "rank", "thumbnail"}
+            assert (got["file"], got["rank"]) == (hit.file, hit.rank + 1)
+            assert got["score"] == pytest.approx(hit.score, abs=1e-6)
+            assert (got["start"], got["end"]) == pytest.approx((hit.start, hit.end), abs=1e-3)
+            if hit.file == indexed["gone"]:
+                assert got["thumbnail"] is None  # unreadable now: no thumbnail, no 500
+                continue
+            image = _image(got["thumbnail"])
+            assert image.format == "JPEG" and image.size in ((64, 48), (48, 64))
+            # the frame shown at the hit's start: frame round(start * 10) at 10 fps
+            assert frame_index(image.convert("RGB")) == round(hit.start * 10)
+    starts = {got["start"] for got in body["results"]}
+    assert {0.0, 0.5, 1.5, 2.5} <= starts  # every row was returned (k=100)
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ("q=", 400, "q is empty"), ("q=%20%20", 400, "q is empty"), ("k=3", 400, "q is empty"),
+    ("q=a&k=0", 400, "k=0"), ("q=a&k=101", 400, "k=101"), ("q=a&k=many", 400,
+                                                          "not an integer"),
+])
+def test_bad_searches_get_json_errors(indexed, query, status, message):
+    r = indexed["server"].get("/v1/search?" + query)
+    assert r.status == status, r.data
+    assert message in r.json()["error"]
+
+
+def test_search_without_an_index(server):
+    info = json.loads(server.get("/v1/model").data)
+    assert info["index"] is None
+    r = server.get("/v1/search?q=running")
+    assert r.status == 404 and "--index" in r.json()["error"]
+    assert b'id="search-form"' in server.get("/").data
+
+
+def test_index_of_another_model_is_refused_at_start(indexed, files, capsys, monkeypatch):
+    from claver.search import ModelMismatchError
+
+    def no_serving(*args, **kwargs):
+        pytest.fail("claver serve started serving with a bad --index")
+
+    monkeypatch.setattr(uvicorn, "run", no_serving)
+    torch.manual_seed(1)
+    other = save_model(claver.create_model("claver-tiny", num_frames=4),
+                       files["tmp"] / "other.safetensors")
+    with pytest.raises(ModelMismatchError, match="was built with"):
+        Service(str(other), index=indexed["path"])
+    capsys.readouterr()
+    assert main(["serve", "--model", str(other), "--index", str(indexed["path"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("claver serve: error: ") and "\n" not in err
+    assert "was built with" in err and "rebuild the index" in err
+    assert main(["serve", "--model", files["model"], "--index", str(files["tmp"])]) == 2
+    assert "no index here" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ browser
 
 def _browser() -> tuple[str, str]:
@@ -369,5 +468,55 @@ def test_page_in_a_real_browser(server, files, tmp_path):
         browser.find_element(By.ID, "run").click()
         wait.until(lambda b: b.find_element(By.ID, "error").text)
         assert "junk.mp4: not a readable video" in browser.find_element(By.ID, "error").text
+    finally:
+        browser.quit()
+
+
+@pytest.mark.slow
+def test_search_box_in_a_real_browser(indexed, server, tmp_path):
+    chrome, driver_path = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1100,1400"):
+        opts.add_argument(arg)
+    browser = webdriver.Chrome(service=DriverService(driver_path), options=opts)
+    try:
+        wait = WebDriverWait(browser, 180)
+        browser.get(server.url + "/")  # no index: no search box
+        wait.until(lambda b: "claver-tiny" in b.find_element(By.ID, "model").text)
+        assert not browser.find_element(By.ID, "search-form").is_displayed()
+        browser.get(indexed["server"].url + "/")
+        wait.until(lambda b: b.find_element(By.ID, "search-form").is_displayed())
+        assert browser.find_element(By.ID, "index-size").text == "9 rows of 4 files"
+        browser.find_element(By.ID, "search-query").send_keys("someone running")
+        k = browser.find_element(By.ID, "search-k")
+        k.clear()
+        k.send_keys("4")
+        browser.find_element(By.ID, "search-run").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#search-results .hit")) == 4)
+        hits = indexed["index"].search("someone running", 4)
+        shown = browser.find_elements(By.CSS_SELECTOR, "#search-results .hit")
+        assert [h.find_element(By.CSS_SELECTOR, ".file").text for h in shown] == \
+            [Path(h.file).name for h in hits]
+        assert [h.find_element(By.CSS_SELECTOR, ".time").text for h in shown] == \
+            [f"{h.start:.1f} s - {h.end:.1f} s" for h in hits]
+        scores = [h.find_element(By.CSS_SELECTOR, ".score").text.split() for h in shown]
+        assert [s[0] for s in scores] == ["score"] * 4
+        assert [float(s[1]) for s in scores] == pytest.approx([h.score for h in hits],
+                                                              abs=6e-4)
+        readable = sum(h.file != indexed["gone"] for h in hits)
+        wait.until(lambda b: b.execute_script(
+            "return [...document.querySelectorAll('#search-results img')]"
+            ".filter((i) => i.complete && i.naturalWidth > 0).length;") == readable)
+        browser.save_screenshot(str(_artifact(tmp_path, "serve_search.png")))
+        browser.find_element(By.ID, "search-query").clear()
+        browser.find_element(By.ID, "search-run").click()
+        assert "type what to look for" in browser.find_element(By.ID, "search-error").text
     finally:
         browser.quit()

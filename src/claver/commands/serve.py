@@ -33,11 +33,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                            max_upload_mb=args.max_upload_mb,
                            max_duration_s=args.max_duration_s, max_jobs=args.max_jobs)
     service = Service(name, name=name, options=options, record=training_text(name),
-                      device=args.device, allow_unverified=args.allow_unverified)
+                      device=args.device, allow_unverified=args.allow_unverified,
+                      index=args.index)
     url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/"
     print(f"model   {name}: {service.architecture}")
     if options.root is not None:
         print(f"folder  {options.root} (the page may open videos under it, nothing outside)")
+    if service.index is not None:
+        print(f"index   {service.index.path}: {len(service.index)} rows of "
+              f"{len(service.index.files)} files (GET /v1/search?q=...)")
     print(f"limits  uploads {options.max_upload_mb:g} MB, videos {options.max_duration_s:g} s, "
           f"{options.max_jobs} job(s) at once")
     if _is_loopback(args.host):
@@ -60,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "$CLAVER_MODEL; default openai-vit-b32")
     p.add_argument("--root", metavar="DIR",
                    help="let requests name video files under DIR (never outside it)")
+    p.add_argument("--index", metavar="INDEX",
+                   help="an index built by `claver index` with this model: adds a search box "
+                        "and GET /v1/search?q=TEXT&k=10")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

@@ -1,12 +1,15 @@
 """The HTTP side of ``claver serve`` (FastAPI): the page, ``GET /v1/model``, ``POST
-/v1/predict``.
+/v1/predict``, ``GET /v1/search`` (with ``--index``).
 
 ``POST /v1/predict`` takes a form (``multipart/form-data`` or urlencoded) with either a
 ``video`` file or a ``path`` under ``--root``, and optionally ``labels`` (comma-separated or
 one per line; default: the checkpoint's classes), ``template`` (repeatable; a format string
 with ``{}`` or a named set), ``topk``, ``window``/``stride``/``smooth``/``threshold`` (long
 videos), ``explain`` and ``plot`` (``1``/``true``). It answers what ``claver predict --json``
-prints for that video. Errors are ``{"error": "..."}`` with a 4xx code (503 when busy).
+prints for that video. ``GET /v1/search?q=TEXT&k=10`` ranks the index loaded with
+``--index`` against the text: ``{"query", "results": [{"rank", "score", "file", "start",
+"end", "thumbnail"}]}`` (404 without an index). Errors are ``{"error": "..."}`` with a 4xx
+code (503 when busy).
 
 The request body is counted while it arrives (:class:`BodyLimit`): a body larger than
 ``--max-upload-mb`` is refused with 413 as soon as that many bytes have come, and a declared
@@ -113,10 +116,17 @@ def create_app(service: Service) -> Any:
             finally:
                 await form.close()
 
+    @app.get("/v1/search")
+    async def search(request: Request) -> JSONResponse:
+        params = request.query_params
+        query, k = params.get("q", ""), _number(params, "k", int, 10)
+        with service.job():
+            return JSONResponse(await run_in_threadpool(service.search, query, k))
+
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"no such page: {request.url.path} (try / or "
-                                      "/v1/model, POST /v1/predict)"}, status_code=404)
+        return JSONResponse({"error": f"no such page: {request.url.path} (try /, /v1/model, "
+                                      "POST /v1/predict or GET /v1/search)"}, status_code=404)
 
     @app.exception_handler(405)
     async def wrong_method(request: Request, exc: Exception) -> JSONResponse:

@@ -6,12 +6,16 @@ video file on disk and returns the JSON of ``claver predict --json`` for it (plu
 ``explanation`` GIF and a ``timeline`` PNG when asked). Model work runs one job at a time
 (explaining patches the model's last attention block while it runs); :meth:`Service.job`
 admits at most ``max_jobs`` jobs (running or waiting) and refuses more with :class:`Busy`.
+With an index (``claver serve --index``), :meth:`Service.search` ranks its rows against a
+text query and adds a thumbnail of each hit (only files the index records are opened).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import io
+import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -25,6 +29,9 @@ import torch
 from claver.zeroshot import result_header, windows_result
 
 __all__ = ["Busy", "RequestError", "ServeOptions", "Service", "parse_labels"]
+
+MAX_SEARCH_K = 100  # results per search request
+THUMBNAIL_SIDE = 160  # pixels: the longer side of a search result's thumbnail
 
 
 class RequestError(ValueError):
@@ -90,12 +97,14 @@ class Service:
 
     ``model``: a model object, named weights or a checkpoint path (as for ``claver
     predict --model``); ``name``: how responses name it; ``record``: the checkpoint's
-    training text (``claver.commands.predict.training_text``) or None.
+    training text (``claver.commands.predict.training_text``) or None; ``index``: a folder
+    written by ``claver index`` with this model (another model's index raises
+    :class:`claver.search.ModelMismatchError`, a ``ValueError``), or None.
     """
 
     def __init__(self, model: Any, *, name: str | None = None, options: ServeOptions | None
                  = None, record: dict[str, Any] | None = None, device: str | None = None,
-                 allow_unverified: bool = False) -> None:
+                 allow_unverified: bool = False, index: str | Path | None = None) -> None:
         from claver.inputs import Preprocess
         from claver.pretrained import resolve_model
         from claver.weights.formats import describe
@@ -112,6 +121,12 @@ class Service:
         self._model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._predictors: OrderedDict[tuple, Any] = OrderedDict()
+        self.index: Any = None
+        if index is not None:
+            from claver.search import Index
+
+            self.index = Index(index, model=self.model, device=device)
+            self.index.check_model(self.model, spec=model if isinstance(model, str) else None)
 
     # -- description ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -124,6 +139,9 @@ class Service:
                                   "short_side": self.preprocess.short_side,
                                   "crop": self.preprocess.image_size},
                 "root": o.root is not None,
+                "index": None if self.index is None else {
+                    "path": str(self.index.path), "rows": len(self.index),
+                    "files": len(self.index.files)},
                 "limits": {"max_upload_mb": o.max_upload_mb,
                            "max_duration_s": o.max_duration_s, "max_jobs": o.max_jobs,
                            "max_labels": o.max_labels}}
@@ -273,3 +291,48 @@ class Service:
         with tempfile.TemporaryDirectory(prefix="claver-serve-") as tmp:
             png = window_timeline(result, Path(tmp) / "t.png", threshold)
             return _data_url(png, "image/png")
+
+    # -- search ---------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10) -> dict[str, Any]:
+        """``GET /v1/search``: the ``k`` best rows of the index for ``query`` (as
+        :meth:`claver.search.Index.search`), each with a ``thumbnail`` (JPEG data URL of the
+        frame at its start, or None when its file cannot be read)."""
+        if self.index is None:
+            raise RequestError("this server has no index: start it with --index INDEX "
+                               "(built by `claver index` with this model)", 404)
+        if not isinstance(query, str) or not query.strip():
+            raise RequestError("q is empty; give the text to search for: /v1/search?q=...")
+        if not 1 <= k <= MAX_SEARCH_K:
+            raise RequestError(f"k={k}; give 1 to {MAX_SEARCH_K} results per search")
+        with self._model_lock:
+            hits = self.index.search(query, k)
+        results = []
+        for hit in hits:
+            d = hit.to_dict()
+            d.pop("row")
+            results.append({**d, "thumbnail": self._thumbnail(hit.file, hit.start)})
+        return {"query": query, "results": results}
+
+    def _thumbnail(self, path: str, time: float) -> str | None:
+        """JPEG data URL of the frame shown at ``time`` s of ``path`` (frame 0 when the rate
+        is unknown), sides at most :data:`THUMBNAIL_SIDE`; None when it cannot be read."""
+        from PIL import Image
+
+        from claver.data.decode import DecodeLimits, VideoReader
+
+        try:
+            with VideoReader(path, self.preprocess.backend,
+                             limits=DecodeLimits(timeout=30.0)) as reader:
+                n, duration = reader.info.num_frames, float(reader.info.duration)
+                rate = n / duration if duration > 0 else reader.info.fps
+                i = 0
+                if rate and rate > 0 and math.isfinite(time):
+                    i = min(n - 1, max(0, math.ceil(time * rate - 1e-6)))
+                frame = reader.get_frames([i])[0]  # uint8 (H, W, 3)
+        except Exception:  # noqa: BLE001 - a file gone, changed or corrupt: no thumbnail
+            return None
+        image = Image.fromarray(frame.numpy())
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # only ever shrinks
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
