@@ -162,7 +162,7 @@ def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = b""
     try:
-        while b"loss=" not in seen:  # a worker is training once its bar shows a loss
+        while b"loss " not in seen:  # a worker is training once its progress shows a loss
             chunk = os.read(proc.stderr.fileno(), 4096)
             assert chunk, seen[-2000:]  # EOF: the demo ended before training started
             seen += chunk

@@ -176,12 +176,13 @@ def test_plain_progress_lines_off_a_terminal(tmp_path):
     for _ in range(4):
         bar.update(1, loss="0.5")
     bar.close()
-    assert len(said) == 1 and said[0].startswith("epoch 0: 4/4 steps (100%)")  # no bar lines
-    assert "loss 0.5" in said[0]
+    # a line at the first update (the job is alive), then none for an hour, then the last
+    assert len(said) == 2 and said[0].startswith("epoch 0: 1/4 steps (25%)")
+    assert said[1].startswith("epoch 0: 4/4 steps (100%)") and "loss 0.5" in said[1]
     log.attach(tmp_path / "train.log")
     log("after")
     text = (tmp_path / "train.log").read_text()
-    assert text.count("\n") == 2 and "epoch 0: 4/4" in text and text.endswith("after\n")
+    assert text.count("\n") == 3 and "epoch 0: 4/4" in text and text.endswith("after\n")
     quiet: list[str] = []
     Progress(2, "x", log=RunLog(quiet.append, enabled=False), interval=0).update(2)
     assert quiet == []  # rank > 0

@@ -79,7 +79,8 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 
 class Progress:
     """Progress of ``total`` items (``unit``: "steps", "videos"): a tqdm bar on a terminal,
-    else a plain line through ``log`` every ``interval`` seconds; either way one closing line
+    else a plain line through ``log`` at the first update and then every ``interval``
+    seconds; either way one closing line
     in the log (file only on a terminal). ``update(n, **fields)`` adds ``n`` done items and
     shows ``fields`` (e.g. ``loss="1.23"``) with rate and ETA. A disabled progress (rank > 0)
     does nothing."""
@@ -91,7 +92,8 @@ class Progress:
         self.interval, self.enabled = interval, enabled and log.enabled
         self.terminal = is_terminal() if terminal is None else terminal
         self.done, self.fields = 0, {}
-        self.start = self.last_line = time.monotonic()
+        self.start = time.monotonic()
+        self.last_line: float | None = None  # the first update gets a line (the job is alive)
         self.bar = None
         if self.enabled and self.terminal:
             from tqdm import tqdm
@@ -120,7 +122,8 @@ class Progress:
             if fields:
                 self.bar.set_postfix(self.fields, refresh=False)
         now = time.monotonic()
-        if now - self.last_line >= self.interval and self.done < self.total:
+        due = self.last_line is None or now - self.last_line >= self.interval
+        if due and self.done < self.total:
             self.last_line = now
             (self.log.note if self.terminal else self.log)(self.line())
 
