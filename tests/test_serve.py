@@ -424,21 +424,27 @@ def _artifact(tmp_path: Path, name: str) -> Path:
     return folder / name
 
 
-@pytest.mark.slow
-def test_page_in_a_real_browser(server, files, tmp_path):
+def _headless_chrome():
+    """Debian's Chromium, headless, driven by Selenium (skips where it is not installed)."""
     chrome, driver_path = _browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1100,1400"):
         opts.add_argument(arg)
-    browser = webdriver.Chrome(service=DriverService(driver_path), options=opts)
+    return webdriver.Chrome(service=DriverService(driver_path), options=opts)
+
+
+@pytest.mark.slow
+def test_page_in_a_real_browser(server, files, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser = _headless_chrome()
     try:
         wait = WebDriverWait(browser, 180)
         browser.get(server.url + "/")
@@ -474,18 +480,10 @@ def test_page_in_a_real_browser(server, files, tmp_path):
 
 @pytest.mark.slow
 def test_search_box_in_a_real_browser(indexed, server, tmp_path):
-    chrome, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1100,1400"):
-        opts.add_argument(arg)
-    browser = webdriver.Chrome(service=DriverService(driver_path), options=opts)
+    browser = _headless_chrome()
     try:
         wait = WebDriverWait(browser, 180)
         browser.get(server.url + "/")  # no index: no search box

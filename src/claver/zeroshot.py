@@ -374,7 +374,7 @@ class Predictor:
             for name, video, error in self._loaded(items):
                 if error is not None and on_error == "raise":
                     raise error
-                batch.append((name, video, None if error is None else _message(error, name)))
+                batch.append((name, video, None if error is None else error_line(error, name)))
                 if len(batch) == self.batch_size:
                     yield batch
                     if bar is not None:
@@ -444,23 +444,34 @@ class Predictor:
         if self.labels is None:
             raise RuntimeError("no labels set: pass labels=... or call set_labels() first")
         name = source_name(video, 0)
-        spans, get, close = self._window_source(video, window, stride, fps, name)
+        spans: list[tuple[float, float]] = []
         probs = []
-        try:
-            for i in range(0, len(spans), self.batch_size):
-                indices = [idx for _, _, idx in spans[i:i + self.batch_size]]
-                wanted = sorted({j for idx in indices for j in idx})
-                frames = get(wanted)  # one forward pass over the chunk's frames
-                pos = {j: k for k, j in enumerate(wanted)}
-                batch = self.preprocess.normalize(torch.stack(
-                    [self.preprocess.crop(frames[[pos[j] for j in idx]]) for idx in indices]))
-                probs.append(self.probs_from_features(self.video_features(batch)))
-        finally:
-            close()
+        for part, batch in self.window_batches(video, window, stride, fps, name):
+            spans += part
+            probs.append(self.probs_from_features(self.video_features(batch)))
         p = smooth_probs(torch.cat(probs), smooth)
         return [Prediction(name, self.labels, p[k], None, topk, s, e,
                            threshold is not None and float(p[k].max()) < threshold)
-                for k, (s, e, _) in enumerate(spans)]
+                for k, (s, e) in enumerate(spans)]
+
+    def window_batches(self, video: Any, window: float, stride: float | None = None,
+                       fps: float | None = None, name: str | None = None
+                       ) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
+        """The windows of ``video`` (as :meth:`predict_windows` places them), ``batch_size``
+        at a time: ``(spans [(start, end)], model input (B, T, 3, S, S))``; each chunk's
+        frames are decoded once. Raises on an unreadable video or an unknown frame rate."""
+        name = name or source_name(video, 0)
+        spans, get, close = self._window_source(video, window, stride, fps, name)
+        try:
+            for i in range(0, len(spans), self.batch_size):
+                part = spans[i:i + self.batch_size]
+                wanted = sorted({j for _, _, idx in part for j in idx})
+                frames = get(wanted)
+                pos = {j: k for k, j in enumerate(wanted)}
+                yield [(s, e) for s, e, _ in part], self.preprocess.normalize(torch.stack(
+                    [self.preprocess.crop(frames[[pos[j] for j in idx]]) for _, _, idx in part]))
+        finally:
+            close()
 
     def _window_source(self, video: Any, window: float, stride: float | None, fps: float | None,
                        name: str) -> tuple[list[tuple[float, float, list[int]]], Callable,
@@ -500,7 +511,7 @@ def _single_threaded_ops() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _message(error: Exception, name: str) -> str:
+def error_line(error: Exception, name: str) -> str:
     """One line naming the input: VideoDecodeError messages already start with the file."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if not isinstance(error, VideoDecodeError):

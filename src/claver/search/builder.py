@@ -52,6 +52,7 @@ from claver.search.store import (
     write_index,
 )
 from claver.search.store import index_lock as _lock_for
+from claver.zeroshot import error_line
 
 __all__ = ["IndexReport", "find_videos", "index"]
 
@@ -146,7 +147,7 @@ class _Embedder:
                 clip = self.pre.crop(r.get_frames(self.pre.indices(info.num_frames)))
             return clip, float(info.duration), None
         except _READ_ERRORS as e:
-            return None, None, _message(e, path)
+            return None, None, error_line(e, path)
 
     def loaded(self, units: Sequence[list[str]]) -> Iterator[list[tuple]]:
         """Per unit, [(clip, duration, error)] per file; the next unit decodes in
@@ -177,34 +178,17 @@ class _Embedder:
 
     def windows(self, path: str) -> Embedded:
         """One row per window of one file (``claver predict --window``'s windows)."""
-        from claver.data.decode import VideoReader
-        from claver.zeroshot import window_indices, window_spans
-
-        t = self.pre.num_frames
+        spans: list[tuple[float, float]] = []
+        vectors = []
         try:
-            with VideoReader(path, self.pre.backend, short_side=self.pre.short_side) as r:
-                n, duration = r.info.num_frames, float(r.info.duration)
-                rate = n / duration if duration > 0 else r.info.fps
-                if not rate or rate <= 0:
-                    raise ValueError(f"{path}: unknown frame rate")
-                spans = window_spans(duration, self.window, self.stride)
-                vectors = []
-                for i in range(0, len(spans), self.pred.batch_size):
-                    part = spans[i:i + self.pred.batch_size]
-                    indices = [window_indices(s, e, rate, n, t) for s, e in part]
-                    wanted = sorted({j for idx in indices for j in idx})
-                    frames = r.get_frames(wanted)
-                    pos = {j: k for k, j in enumerate(wanted)}
-                    vectors.append(self._vectors(
-                        [self.pre.crop(frames[[pos[j] for j in idx]]) for idx in indices]))
+            for part, batch in self.pred.window_batches(path, self.window, self.stride,
+                                                        name=path):
+                spans += part
+                vectors.append(F.normalize(self.pred.video_features(batch).float(), dim=-1))
         except _READ_ERRORS as e:
-            return np.zeros((0, self.dim), np.float32), [], None, _message(e, path)
-        return np.concatenate(vectors), [[float(s), float(e)] for s, e in spans], duration, None
-
-
-def _message(error: Exception, path: str) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text if path in text else f"{path}: {type(error).__name__}: {text}"
+            return np.zeros((0, self.dim), np.float32), [], None, error_line(e, path)
+        rows = torch.cat(vectors).cpu().numpy().astype(np.float32, copy=False)
+        return rows, [[float(s), float(e)] for s, e in spans], spans[-1][1] if spans else 0.0, None
 
 
 # -------------------------------------------------------------------------------- the run
@@ -304,7 +288,7 @@ def _plan(files: list[str], old: Any, pending: dict[str, _Rows], rehash: bool,
         try:
             st = os.stat(path)
         except OSError as e:
-            todo.append(FileRecord(path, 0, 0, "", error=_message(e, path)))
+            todo.append(FileRecord(path, 0, 0, "", error=error_line(e, path)))
             continue
         stamp = (st.st_size, st.st_mtime_ns)
         got = pending.get(path)
@@ -320,7 +304,7 @@ def _plan(files: list[str], old: Any, pending: dict[str, _Rows], rehash: bool,
         try:
             sha = _sha256_file(path)
         except OSError as e:
-            todo.append(FileRecord(path, *stamp, "", error=_message(e, path)))
+            todo.append(FileRecord(path, *stamp, "", error=error_line(e, path)))
             continue
         donor = got if got is not None and got.record.sha256 == sha else by_sha.get(sha)
         if donor is not None:
