@@ -20,11 +20,15 @@ and the same number of torch threads, in one process, measurements interleaved:
 Our rows are the levers of issue 14, one per ``--modes`` entry ``RUNTIME:PRECISION[:N]``:
 
 - ``torch fp32``: eager PyTorch (the reference every other row is compared with);
-- ``torch bf16``: bf16 autocast (native on CPUs with AVX512-BF16 / AMX; the setup line says
-  which the CPU has);
-- ``onnx fp32``: the video tower exported to ONNX and run by ONNX Runtime (the default of
-  ``claver predict`` on a CPU); ``onnx int8``: the same with int8 MatMul weights.
+- ``torch bf16``: bf16 autocast on the video tower's matrix products, with the patch
+  embedding, the residual stream, the output projection and the text tower in float32
+  (native on CPUs with AVX512-BF16 / AMX; the setup line says which the CPU has);
+- ``onnx fp32``: the video tower exported to ONNX and run by ONNX Runtime; ``onnx int8``:
+  the same with int8 MatMul weights.
 - ``xN``: ``streams=N``, N batches through the model at once, each single-threaded.
+- ``(default)`` marks the row of what ``claver predict`` does on this machine (runtime and
+  precision "auto": torch bf16 where the CPU has native bf16, else ONNX Runtime fp32); it is
+  always measured.
 
 The ONNX export happens once per weights (cached on disk, like loading a model; its time is
 printed, not counted); everything else is timed: for N videos, building the predictor (ours
@@ -85,10 +89,19 @@ DEFAULT_MODES = "torch:fp32,torch:fp32:2,torch:bf16,onnx:fp32,onnx:fp32:2,onnx:i
 QUICK_MODES = "torch:fp32,onnx:fp32,onnx:int8"
 
 
+def default_mode() -> tuple[str, str, int]:
+    """What ``claver predict`` runs on this CPU (runtime and precision "auto")."""
+    from claver.runtime.select import choose_runtime
+
+    runtime, precision = choose_runtime("auto", torch.nn.Module(), torch.device("cpu"), "auto")
+    return runtime, precision, 1
+
+
 def parse_modes(text: str) -> list[tuple[str, str, int]]:
     """``"onnx:fp32:2,torch:bf16"`` -> [("onnx", "fp32", 2), ("torch", "bf16", 1)]; the
-    reference ``torch:fp32`` (one stream) is always included, first."""
-    modes = [("torch", "fp32", 1)]
+    reference ``torch:fp32`` (one stream) is always included, first, and the default mode
+    (:func:`default_mode`) second unless listed."""
+    modes = list(dict.fromkeys([("torch", "fp32", 1), default_mode()]))
     for item in text.split(","):
         runtime, precision, *rest = item.strip().split(":")
         mode = (runtime, precision, int(rest[0]) if rest else 1)
@@ -199,6 +212,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
                 pred.probs_from_features(pred.video_features(batch))
 
             tag = f" x{streams}" if streams > 1 else ""
+            tag += " (default)" if (runtime, precision, streams) == default_mode() else ""
             sides[f"{label} {runtime} {precision}{tag}"] = (run, prep, infer)
 
     from transformers import XCLIPConfig, XCLIPModel, XCLIPProcessor
@@ -257,7 +271,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
 def reference_of(name: str, names: list[str]) -> str:
     """The ``torch fp32`` row (one stream) of the same architecture as ``name``."""
     arch = name.split(" torch ")[0].split(" onnx ")[0]
-    return next(n for n in names if n == f"{arch} torch fp32")
+    return next(n for n in names if n.removesuffix(" (default)") == f"{arch} torch fp32")
 
 
 def timed(fn: Callable[[], object]) -> float:

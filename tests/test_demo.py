@@ -91,7 +91,8 @@ def test_saved_claver_predicts_files_like_the_demo_scores_them(quick_cli):
     expected = score(model, videos, text_tokens(classes))
     names = [c.name for c in classes]
     preds = claver.predict(files, names, model=model, templates=list(sy.TEMPLATES),
-                           descriptions={c.name: list(c.descriptions) for c in classes})
+                           descriptions={c.name: list(c.descriptions) for c in classes},
+                           precision="fp32")
     got = torch.stack([p.probs for p in preds])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 

@@ -98,9 +98,10 @@ def test_predict_with_an_exported_file_equals_torch(tmp_path):
     model = tiny("claver-tiny")
     ronnx.export_onnx(model, tmp_path / "m.onnx")
     video = torch.randint(0, 256, (6, 40, 48, 3), dtype=torch.uint8)
-    ref = predict(video, LABELS, model=model, runtime="torch", templates="claver")
+    ref = predict(video, LABELS, model=model, runtime="torch", templates="claver",
+                  precision="fp32")
     by_file = predict(video, LABELS, model=str(tmp_path / "m.onnx"), templates="claver")
-    auto = predict(video, LABELS, model=model, templates="claver")  # default: auto
+    auto = predict(video, LABELS, model=model, templates="claver", precision="fp32")
     torch.testing.assert_close(by_file.probs, ref.probs, rtol=0, atol=1e-5)
     torch.testing.assert_close(auto.probs, ref.probs, rtol=0, atol=1e-5)
     pred = Predictor(model, LABELS, runtime="auto")
@@ -223,7 +224,8 @@ def test_export_a_training_checkpoint_and_predict_with_it(tmp_path, capsys):
                  "--no-progress"]) == 0
     by_onnx = json.loads(capsys.readouterr().out)
     assert main(["predict", video, "--labels", labels, "--model", str(ckpt), "--json",
-                 "--runtime", "torch", "--no-progress", "--template", "a video of {}."]) == 0
+                 "--runtime", "torch", "--precision", "fp32", "--no-progress",
+                 "--template", "a video of {}."]) == 0
     by_torch = json.loads(capsys.readouterr().out)
     assert by_onnx["runtime"] == "onnx" and by_torch["runtime"] == "torch"
     for name, p in by_torch["results"][0]["probs"].items():

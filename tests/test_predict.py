@@ -77,7 +77,7 @@ def reference_probs(model, video_uint8: torch.Tensor, rows: list[list[str]]) -> 
 
 def test_single_template_is_the_softmax_of_the_models_logits(model):
     video = torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8)
-    result = predict(video, LABELS, model=model, template="a video of {}.")
+    result = predict(video, LABELS, model=model, template="a video of {}.", precision="fp32")
     expected = reference_probs(model, video, [[f"a video of {c}." for c in LABELS]])
     torch.testing.assert_close(result.probs, expected, rtol=0, atol=1e-6)
     assert abs(float(result.probs.sum()) - 1) < 1e-5
@@ -95,7 +95,8 @@ def test_templates_and_descriptions_average_the_row_softmax(model):
     rows = text_rows(LABELS, templates, descriptions)
     assert rows[2:] == [["legs move fast", "a person in water", "a pan on a stove"],
                         ["a jogger on a track", "a person in water", "a pan on a stove"]]
-    result = predict(video, LABELS, model=model, templates=templates, descriptions=descriptions)
+    result = predict(video, LABELS, model=model, templates=templates, descriptions=descriptions,
+                     precision="fp32")
     frames = video[segment_indices(6, 4, train=False)]
     torch.testing.assert_close(result.probs, reference_probs(model, frames, rows),
                                rtol=0, atol=1e-6)

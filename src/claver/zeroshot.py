@@ -25,11 +25,16 @@ runs; the functions :func:`predict`, :func:`predict_windows`, :func:`encode_vide
 
 **Runtimes** (``runtime=``): ``"torch"`` (eager PyTorch, any device, autocast precisions),
 ``"onnx"`` (the video tower exported once per weights and run by ONNX Runtime on the CPU,
-:mod:`claver.runtime.onnx`; ``precision="int8"`` quantises its weights) and ``"auto"``, the
-default of the functions and ``claver predict``: ONNX Runtime fp32 on a CPU when
-``onnxruntime`` is installed (``pip install 'claver[onnx]'``), else torch. ONNX fp32 gives the
-eager probabilities to ~1e-6; a model exported with ``claver export`` (``model="m.onnx"``)
-always runs on ONNX Runtime.
+:mod:`claver.runtime.onnx`; ``precision="int8"`` quantises its weights) and ``"auto"``.
+**Precisions** (``precision=``): ``"fp32"``, ``"bf16"``/``"fp16"`` (torch autocast on the
+video tower's matrix products; the patch embedding, the residual stream, the output
+projection and the text tower stay float32), ``"int8"`` (ONNX Runtime) and ``"auto"``.
+The functions and ``claver predict`` default to ``runtime="auto", precision="auto"``: on a
+CPU with native bf16 (AVX512-BF16/AMX) torch bf16, about 2x faster than fp32 with the same
+top-1 and probabilities within 0.01 (``benchmarks/predict.py`` measures it); on other CPUs
+ONNX Runtime fp32 when ``onnxruntime`` is installed (``pip install 'claver[onnx]'``; the
+eager probabilities to ~1e-6), else torch fp32; on a GPU torch fp32. A model exported with
+``claver export`` (``model="m.onnx"``) always runs on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -236,9 +241,10 @@ class Predictor:
     ``model``: a CLIP/CLAVER/ActionCLIP model (plain CLIP models average their frame
     features, i.e. ActionCLIP meanP), or an exported :class:`claver.runtime.onnx.OnnxModel`.
     ``runtime``: "torch" (default here), "onnx" or "auto" (see the module docstring).
-    ``precision``: "fp32" (default), "bf16"/"fp16" autocast (torch runtime; bf16 is faster on
-    CPUs with AVX-512 BF16, probabilities change slightly) or "int8" (onnx runtime: int8
-    weights).
+    ``precision``: "fp32" (default here), "bf16"/"fp16" (torch autocast on the video tower's
+    matrix products; bf16 is about 2x faster on CPUs with AVX-512 BF16, probabilities change
+    by < 0.01), "int8" (onnx runtime: int8 weights) or "auto" (bf16 on a CPU with native bf16,
+    else fp32). Text features are always computed in float32.
     ``workers``: background threads decoding the next batch (0: decode in the caller).
     ``streams``: batches run through the model at once, each in its own thread with
     single-threaded torch ops (``torch.set_num_threads(1)`` during the call, restored after):
@@ -256,8 +262,9 @@ class Predictor:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"model must be a claver model (create_model/load_model/"
                             f"load_pretrained), got {type(model).__name__}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be one of {[*PRECISIONS, 'auto']}, got "
+                             f"{precision!r}")
         if batch_size < 1 or workers < 0 or streams < 1:
             raise ValueError(f"batch_size and streams must be >= 1 and workers >= 0, got "
                              f"{batch_size}, {streams}, {workers}")
@@ -290,7 +297,7 @@ class Predictor:
             self.model.train(was_training)
 
     def _inference(self) -> contextlib.ExitStack:
-        """No autograd and the chosen autocast (both per thread)."""
+        """No autograd and the chosen autocast (both per thread); video tower only."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         dtype = PRECISIONS[self.precision]
@@ -312,7 +319,9 @@ class Predictor:
         if isinstance(texts, str):
             texts = [texts]
         tokens = tokens_for(self.model, texts).to(self.device)
-        with self._eval(), self._inference():
+        # float32 always: it runs once per label set, and bf16 text features are ~1 % off,
+        # enough to move probabilities by 0.01
+        with self._eval(), torch.inference_mode():
             parts = [self.model.encode_text(tokens[i:i + chunk]).float()
                      for i in range(0, len(tokens), chunk)]
         return F.normalize(torch.cat(parts), dim=-1)
@@ -327,8 +336,9 @@ class Predictor:
         if self._video is not None:  # ONNX Runtime
             return self._video(video)
         video = video.to(self.device)
-        with self._inference():
-            return video_embedding(self.model, video)
+        with self._inference():  # reduced precision: patch embedding + projection in fp32
+            return video_embedding(self.model, video,
+                                   cls_only=PRECISIONS[self.precision] is not None)
 
     def probs_from_features(self, v: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, E) -> label probabilities (B, C) (row softmax averaged)."""
@@ -538,6 +548,7 @@ def _predictor(model: Any, labels: Any, *, template: str | None, templates: Any,
     allow = options.pop("allow_unverified", False)
     cache_dir = options.pop("cache_dir", None)
     options.setdefault("runtime", "auto")
+    options.setdefault("precision", "auto")
     if is_onnx_file(model):
         resolved = load_exported(model)
     else:
@@ -560,8 +571,8 @@ def predict(videos: Any, labels: Sequence[str], model: Any = None, *,
     ``"a video of {}."``); ``templates``: a list of them, or a named set (``"claver"``,
     ``"actionclip"``: the papers' 16 each) whose rows are averaged; ``descriptions``: label
     -> interpretive descriptions, extra text rows. ``topk`` limits :meth:`Prediction.top`.
-    ``options``: ``runtime`` (default "auto": ONNX Runtime on a CPU when installed),
-    ``batch_size``, ``device``, ``precision``, ``workers``, ``streams``, ``num_frames``,
+    ``options``: ``runtime`` and ``precision`` (default "auto" both: see the module
+    docstring), ``batch_size``, ``device``, ``workers``, ``streams``, ``num_frames``,
     ``short_side``, ``backend``, ``preprocess``, ``allow_unverified``, ``cache_dir``.
     """
     items, single = as_items(videos)

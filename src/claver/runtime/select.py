@@ -1,8 +1,12 @@
-"""Which runtime a :class:`claver.zeroshot.Predictor` uses, and exported models by path.
+"""Which runtime and precision a :class:`claver.zeroshot.Predictor` uses, and exported models.
 
-- :func:`choose_runtime`: "auto" is ONNX Runtime (fp32 or int8) on a CPU when
-  ``onnxruntime`` imports, else torch; an explicit choice that cannot work is a one-line
-  error (a missing onnxruntime names the extra to install).
+- :func:`choose_runtime`: precision "auto" is bf16 on a CPU that multiplies bf16 natively
+  (AVX512-BF16/AMX) unless the runtime is "onnx", else fp32; runtime "auto" is torch for
+  bf16, ONNX Runtime for fp32/int8 on a CPU when ``onnxruntime`` imports, else torch. An
+  explicit choice that cannot work is a one-line error (a missing onnxruntime names the
+  extra to install). Why bf16 is the CPU default where it is native: it is the fastest mode
+  that keeps the fp32 answers (``benchmarks/predict.py``, docs/predict.md); int8 is faster
+  still but does not keep them reliably, so it stays opt-in.
 - :func:`load_exported`: the model of a ``claver export`` file, kept like loaded checkpoints.
 """
 
@@ -20,18 +24,27 @@ import torch
 RUNTIMES = ("auto", "torch", "onnx")
 
 
+def default_precision(runtime: str, device: torch.device) -> str:
+    """What precision "auto" means: bf16 for torch on a CPU with native bf16, else fp32."""
+    from claver.runtime.cpu import native_bf16
+
+    return "bf16" if device.type == "cpu" and runtime != "onnx" and native_bf16() else "fp32"
+
+
 def choose_runtime(runtime: str, model: torch.nn.Module, device: torch.device,
                    precision: str) -> tuple[str, str]:
-    """(runtime, precision) to use: "auto" is ONNX Runtime for fp32/int8 on a CPU when
-    onnxruntime imports, else torch; an explicit choice that cannot work is a one-line error."""
+    """(runtime, precision) to use (see the module docstring); an explicit choice that
+    cannot work is a one-line error."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
     exported = hasattr(model, "video_session")  # claver.runtime.onnx.OnnxModel
     if exported:
-        if precision not in ("fp32", model.precision):
+        if precision not in ("auto", "fp32", model.precision):
             raise ValueError(f"{model.source} was exported with precision {model.precision}; "
                              f"export again with --precision {precision}")
         return "onnx", model.precision
+    if precision == "auto":
+        precision = default_precision(runtime, device)
     onnx_ok = precision in ("fp32", "int8") and device.type == "cpu"
     if runtime == "auto":
         from claver.runtime.onnx import onnx_available

@@ -15,8 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def video_embedding(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
-    """Video (B, T, 3, S, S) -> float32 (B, E), the embedding matched against text."""
+def video_embedding(model: nn.Module, video: torch.Tensor, *,
+                    cls_only: bool = False) -> torch.Tensor:
+    """Video (B, T, 3, S, S) -> float32 (B, E), the embedding matched against text.
+
+    ``cls_only=True`` computes the last block (CLAVER: the last temporal block) only where
+    its output is read, at the CLS tokens: the same numbers without the ~5-7 % of the work
+    whose results the model throws away (what the exported graph runs, and what the torch
+    runtime runs under reduced precision, see :func:`frame_cls_features`).
+    """
+    if cls_only:
+        frames = frame_cls_features(model, video)  # (B, T, E)
+        if hasattr(model, "pool"):
+            return model.pool(frames).float()
+        return F.normalize(frames.float().mean(1), dim=-1)
     if hasattr(model, "encode_video"):
         return model.encode_video(video).float()
     b, t = video.shape[:2]  # plain CLIP: mean of frame features (ActionCLIP meanP)
@@ -25,34 +37,30 @@ def video_embedding(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
 
 
 class VideoTower(nn.Module):
-    """``forward(video (B, T, 3, S, S) float32) -> (B, E) float32`` (:func:`video_embedding`).
-
-    ``cls_only=True`` computes the last block (CLAVER: the last temporal block) only where
-    its output is read, at the CLS tokens: the same numbers without the ~5-7 % of the work
-    whose results the model throws away (what the exported graph runs).
-    """
+    """``forward(video (B, T, 3, S, S) float32) -> (B, E) float32`` (:func:`video_embedding`,
+    with its ``cls_only``)."""
 
     def __init__(self, model: nn.Module, cls_only: bool = False) -> None:
         super().__init__()
         self.model, self.cls_only = model, cls_only
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        video = video.to(m.dtype)
-        if not self.cls_only:
-            return video_embedding(m, video)
-        frames = frame_cls_features(m, video)  # (B, T, E)
-        if hasattr(m, "pool"):
-            return m.pool(frames).float()
-        return F.normalize(frames.float().mean(1), dim=-1)
+        return video_embedding(self.model, video.to(self.model.dtype), cls_only=self.cls_only)
 
 
 def frame_cls_features(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
     """Video (B, T, 3, S, S) -> projected per-frame CLS features (B, T, E), computing the
-    last block only at the CLS tokens (equal to ``model.encode_frames``)."""
+    last block only at the CLS tokens (equal to ``model.encode_frames``).
+
+    Under autocast (bf16 inference) the patch embedding and the output projection run in
+    the weights' precision (float32): the residual stream then stays float32 and only the
+    blocks' matrix products are bf16, which halves the embedding error of plain autocast
+    (0.6 % -> 0.24 % relative on ViT-B/32 CLAVER) at no measurable cost.
+    """
     vis = model.visual
     b, t = video.shape[:2]
-    x = vis.conv1(video.flatten(0, 1))  # (B·T, W, g, g)
+    with _full_precision(video):
+        x = vis.conv1(video.flatten(0, 1).to(vis.conv1.weight.dtype))  # (B·T, W, g, g)
     x = x.flatten(2).transpose(1, 2)
     cls = vis.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
     x = vis.ln_pre(torch.cat([cls, x], dim=1) + vis.positional_embedding.to(x.dtype))
@@ -63,7 +71,7 @@ def frame_cls_features(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
     if not temporal:
         last = spatial[-1]
         out = _rows_only(last.attn, last.ln_1, last.mlp, last.ln_2, x, x[:, :1], None)
-        return vis.project(out[:, 0]).view(b, t, -1)
+        return _project(vis, out[:, 0]).view(b, t, -1)
     n = x.shape[1]
     x = x.view(b, t, n, -1) + vis.temporal_embedding.to(x.dtype)[:, :, None, :]
     x = x.reshape(b, t * n, -1)
@@ -76,7 +84,18 @@ def frame_cls_features(model: nn.Module, video: torch.Tensor) -> torch.Tensor:
     rows = x.view(b, t, n, -1)[:, :, 0]  # the CLS token of every frame (B, T, W)
     out = _rows_only(last.temporal_attn, last.temporal_ln_1, last.temporal_mlp,
                      last.temporal_ln_2, x, rows, mask)
-    return vis.project(out)
+    return _project(vis, out)
+
+
+def _full_precision(x: torch.Tensor) -> torch.autocast:
+    """A context with autocast off on ``x``'s device (ops run in their inputs' dtype)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _project(vis: nn.Module, cls_tokens: torch.Tensor) -> torch.Tensor:
+    """``vis.project`` (ln_post, @ proj) in the weights' precision, also under autocast."""
+    with _full_precision(cls_tokens):
+        return vis.project(cls_tokens.to(vis.proj.dtype))
 
 
 def _rows_only(attn: nn.Module, ln_1: nn.Module, mlp: nn.Module, ln_2: nn.Module,

@@ -211,7 +211,8 @@ class Service:
         try:
             with self._model_lock:
                 pred = Predictor(self.model, labels, templates=chosen, descriptions=descriptions,
-                                 preprocess=self.preprocess, workers=0)
+                                 preprocess=self.preprocess, workers=0, runtime="auto",
+                                 precision="auto")  # what claver predict does
         except (ValueError, TypeError, KeyError) as e:
             raise RequestError(f"labels/template: {e}") from None
         with self._cache_lock:
