@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from claver.runtime.select import choose_runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,8 +52,11 @@ def test_predict_benchmark_quick(tmp_path):
     assert " 409 labels," in out.stdout  # every generated label is distinct
     rows = {" ".join(t[:-8]): t[-8:] for t in (line.split() for line in out.stdout.splitlines()
                                                 if line.startswith(("ours ", "HF X-CLIP ")))}
-    assert set(rows) == {f"ours {arch} tiny {mode}" for arch in ("actionclip meanP", "claver")
-                         for mode in ("torch fp32", "onnx fp32", "onnx int8")
+    # the default row (what claver predict runs on this CPU) is always measured and marked
+    default = " ".join(choose_runtime("auto", torch.nn.Module(), torch.device("cpu"), "auto"))
+    modes = {"torch fp32", "onnx fp32", "onnx int8", default}
+    assert set(rows) == {f"ours {arch} tiny {mode}" + (" (default)" if mode == default else "")
+                         for arch in ("actionclip meanP", "claver") for mode in modes
                          } | {"HF X-CLIP tiny fp32"}
     for name, (rate, ratio, quartiles, prep_ms, model_ms, top1, max_dp, agrees) in rows.items():
         assert float(rate) > 0 and ratio.endswith("x") and float(prep_ms) > 0
