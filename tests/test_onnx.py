@@ -1,9 +1,9 @@
 """ONNX export and the ONNX Runtime path of zero-shot prediction (issue 14).
 
-Parity of the exported towers with the eager model (meanP, CLAVER KMT and KMCT), the files'
-metadata, a checkpoint written by ``claver train`` exported and predicted with, the one-line
-error when onnxruntime is missing (and the default falling back to torch), the export cache,
-int8, and the agreement rule a faster mode must pass.
+Parity of the exported towers with the eager model (CLAVER KMT and KMCT, every ActionCLIP
+head, plain CLIP), the files' metadata, a checkpoint written by ``claver train`` exported and
+predicted with, the one-line error when onnxruntime is missing (and the default falling back
+to torch), the export cache, int8, and the agreement rule a faster mode must pass.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def eager_video(model, video: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name,kw", [("claver-tiny", {"mask": "kmt"}),
                                      ("claver-tiny", {"mask": "kmct"}),
                                      ("actionclip-tiny", {"fusion": "meanP"}),
+                                     ("actionclip-tiny", {"fusion": "Conv1D"}),
+                                     ("actionclip-tiny", {"fusion": "LSTM"}),
+                                     ("actionclip-tiny", {"fusion": "Transf"}),
+                                     ("actionclip-tiny", {"fusion": "Transf_cls"}),
                                      ("clip-tiny", {})])
 def test_exported_towers_equal_the_eager_model(tmp_path, name, kw):
     model = tiny(name, **kw)

@@ -119,12 +119,24 @@ def _trace(module: nn.Module, example: torch.Tensor, names: tuple[str, str],
            dynamic: dict[str, dict[int, str]], config: Any = None) -> bytes:
     """The module traced to ONNX (TorchScript exporter: deterministic and fast on CPU)."""
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad(), _constant_masks(config):
+    with warnings.catch_warnings(), torch.no_grad(), _constant_masks(config), _no_fastpath():
         warnings.simplefilter("ignore")  # tracer warnings about the models' shape checks
         torch.onnx.export(module, (example,), buf, dynamo=False, input_names=[names[0]],
                           output_names=[names[1]], dynamic_axes=dynamic, opset_version=OPSET,
                           do_constant_folding=True)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _no_fastpath() -> Iterator[None]:
+    """``nn.TransformerEncoderLayer`` (ActionCLIP's Transf_cls head) in plain operations:
+    its fused inference kernel has no ONNX operator."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 @contextlib.contextmanager
