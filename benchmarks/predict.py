@@ -26,6 +26,10 @@ Our rows are the levers of issue 14, one per ``--modes`` entry ``RUNTIME:PRECISI
 - ``onnx fp32``: the video tower exported to ONNX and run by ONNX Runtime; ``onnx int8``:
   the same with int8 MatMul weights.
 - ``xN``: ``streams=N``, N batches through the model at once, each single-threaded.
+- ``compile fp32`` / ``compile bf16`` (only when listed in ``--modes``): the torch rows with
+  the video tower through ``torch.compile`` (inductor, CPU), compiled for the batch sizes used
+  before timing; the compile time is printed, not counted (it is paid in every new process,
+  which is why ``claver predict`` does not do it).
 - ``(default)`` marks the row of what ``claver predict`` does on this machine (runtime and
   precision "auto": torch bf16 where the CPU has native bf16, else ONNX Runtime fp32); it is
   always measured.
@@ -97,6 +101,33 @@ def default_mode() -> tuple[str, str, int]:
     return runtime, precision, 1
 
 
+_COMPILED: dict[tuple[int, str], Callable[[torch.Tensor], torch.Tensor]] = {}
+
+
+def compiled_tower(model: torch.nn.Module, precision: str, shape: tuple[int, ...],
+                   label: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The video tower through ``torch.compile`` (static shapes), compiled for batch
+    ``shape[0]`` and 1 before it is timed."""
+    from claver.runtime.towers import video_embedding
+
+    key = (id(model), precision)
+    if key not in _COMPILED:
+        fn = torch.compile(lambda v: video_embedding(model, v, cls_only=True), dynamic=False)
+
+        def tower(video: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                        enabled=precision == "bf16"):
+                return fn(video)
+
+        t0 = time.perf_counter()
+        for b in (shape[0], 1):
+            tower(torch.zeros(b, *shape[1:]))
+        print(f"compile {label} {precision}: {time.perf_counter() - t0:.1f}s (every new "
+              "process; not timed)")
+        _COMPILED[key] = tower
+    return _COMPILED[key]
+
+
 def parse_modes(text: str) -> list[tuple[str, str, int]]:
     """``"onnx:fp32:2,torch:bf16"`` -> [("onnx", "fp32", 2), ("torch", "bf16", 1)]; the
     reference ``torch:fp32`` (one stream) is always included, first, and the default mode
@@ -105,9 +136,11 @@ def parse_modes(text: str) -> list[tuple[str, str, int]]:
     for item in text.split(","):
         runtime, precision, *rest = item.strip().split(":")
         mode = (runtime, precision, int(rest[0]) if rest else 1)
-        if runtime not in ("torch", "onnx") or precision not in ("fp32", "bf16", "int8"):
+        if (runtime not in ("torch", "onnx", "compile")
+                or precision not in ("fp32", "bf16", "int8")
+                or (runtime == "compile" and (precision == "int8" or mode[2] > 1))):
             raise SystemExit(f"--modes: {item!r} is not RUNTIME:PRECISION[:STREAMS] with "
-                             "torch/onnx and fp32/bf16/int8")
+                             "torch/onnx and fp32/bf16/int8, or compile:fp32 / compile:bf16")
         if mode not in modes:
             modes.append(mode)
     return modes
@@ -163,6 +196,18 @@ def frame_count(path: Path) -> int:
         return container.streams.video[0].frames
 
 
+def compiled_predictor(tower: Callable[[torch.Tensor], torch.Tensor]) -> type:
+    """A Predictor class whose video tower is ``tower`` (benchmark only: it overrides the
+    one private method that runs the model)."""
+    from claver.zeroshot import Predictor
+
+    class CompiledPredictor(Predictor):
+        def _features(self, video: torch.Tensor) -> torch.Tensor:
+            return tower(video.to(self.device))
+
+    return CompiledPredictor
+
+
 def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Callable, ...]]:
     """name -> (run all videos, decode+preprocess one video, model on one batch)."""
     import claver
@@ -195,18 +240,25 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
                 print(f"export {label} onnx {precision}: {time.perf_counter() - t0:.1f}s "
                       "(once per weights; cached)")
 
+            make = Predictor
+            if runtime == "compile":
+                make = compiled_predictor(compiled_tower(
+                    model, precision, (args.batch_size, frames, 3, size, size), label))
+
             def run(paths: list[Path], model=model, pre=pre, precision=precision,
-                    streams=streams, runtime=runtime) -> torch.Tensor:
-                pred = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
-                                 batch_size=args.batch_size, workers=args.workers,
-                                 precision=precision, streams=streams, runtime=runtime)
+                    streams=streams, runtime=runtime, make=make) -> torch.Tensor:
+                pred = make(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
+                            batch_size=args.batch_size, workers=args.workers,
+                            precision=precision, streams=streams,
+                            runtime="torch" if runtime == "compile" else runtime)
                 return torch.stack([r.probs for r in pred.predict(paths)])
 
             def prep(path: Path, pre=pre) -> torch.Tensor:
                 return pre.load(path)
 
-            steady = Predictor(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
-                               precision=precision, runtime=runtime)
+            steady = make(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
+                          precision=precision,
+                          runtime="torch" if runtime == "compile" else runtime)
 
             def infer(batch: torch.Tensor, pred=steady) -> None:
                 pred.probs_from_features(pred.video_features(batch))
@@ -270,7 +322,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
 
 def reference_of(name: str, names: list[str]) -> str:
     """The ``torch fp32`` row (one stream) of the same architecture as ``name``."""
-    arch = name.split(" torch ")[0].split(" onnx ")[0]
+    arch = name.split(" torch ")[0].split(" onnx ")[0].split(" compile ")[0]
     return next(n for n in names if n.removesuffix(" (default)") == f"{arch} torch fp32")
 
 
