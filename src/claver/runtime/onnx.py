@@ -297,10 +297,13 @@ def weights_sha256(model: nn.Module, *, text: bool = False) -> str:
 
 def session_options(threads: int | None = None) -> Any:
     """CPU session options: all graph optimisations, ``threads`` intra-op threads (default:
-    torch's), sequential execution."""
+    torch's), sequential execution, and threads that sleep when idle: spinning ones slow
+    whatever runs next on the same cores (the decoding thread, torch; 10-25 % measured) and
+    gain nothing measurable for a model this size."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = max(1, threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
