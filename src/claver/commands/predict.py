@@ -314,9 +314,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto",
                    choices=("auto", "fp32", "bf16", "fp16", "int8"),
                    help="auto (default): bf16 on a CPU with native bf16 (AVX512-BF16/AMX; ~2x "
-                        "faster than fp32, same top-1, probabilities within 0.01), else fp32. "
-                        "bf16/fp16: torch autocast on the video tower's matrix products; "
-                        "int8: ONNX Runtime with int8 weights (faster, less exact: opt-in)")
+                        "faster than fp32; measured: same top-1, probabilities within 0.01), "
+                        "else fp32. bf16/fp16: torch autocast on the video tower's matrix "
+                        "products; int8: ONNX Runtime with int8 weights (faster, less "
+                        "exact: opt-in)")
     p.add_argument("--num-frames", type=int, help="frames per video (CLIP/ActionCLIP models; "
                                                   "CLAVER is fixed by its weights)")
     p.add_argument("--backend", help="video decoder: pyav (default), decord, torchcodec")
