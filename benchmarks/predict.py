@@ -225,6 +225,7 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
         raise SystemExit("tokenizer check failed: HF CLIPTokenizer ids differ from claver's")
     print("check  HF CLIPTokenizer on claver's vocabulary gives claver's ids: yes")
     sides: dict[str, tuple[Callable, ...]] = {}
+    default = default_mode()
     for arch in args.ours:
         torch.manual_seed(0)
         opts = {"fusion": "meanP"} if arch == "actionclip" else {}
@@ -240,31 +241,29 @@ def build_sides(args: argparse.Namespace, folder: Path) -> dict[str, tuple[Calla
                 print(f"export {label} onnx {precision}: {time.perf_counter() - t0:.1f}s "
                       "(once per weights; cached)")
 
-            make = Predictor
-            if runtime == "compile":
-                make = compiled_predictor(compiled_tower(
-                    model, precision, (args.batch_size, frames, 3, size, size), label))
+            make, base = Predictor, runtime
+            if runtime == "compile":  # torch with a compiled video tower
+                make, base = compiled_predictor(compiled_tower(
+                    model, precision, (args.batch_size, frames, 3, size, size), label)), "torch"
 
             def run(paths: list[Path], model=model, pre=pre, precision=precision,
-                    streams=streams, runtime=runtime, make=make) -> torch.Tensor:
+                    streams=streams, base=base, make=make) -> torch.Tensor:
                 pred = make(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
                             batch_size=args.batch_size, workers=args.workers,
-                            precision=precision, streams=streams,
-                            runtime="torch" if runtime == "compile" else runtime)
+                            precision=precision, streams=streams, runtime=base)
                 return torch.stack([r.probs for r in pred.predict(paths)])
 
             def prep(path: Path, pre=pre) -> torch.Tensor:
                 return pre.load(path)
 
             steady = make(model, args.label_set, templates=[TEMPLATE], preprocess=pre,
-                          precision=precision,
-                          runtime="torch" if runtime == "compile" else runtime)
+                          precision=precision, runtime=base)
 
             def infer(batch: torch.Tensor, pred=steady) -> None:
                 pred.probs_from_features(pred.video_features(batch))
 
             tag = f" x{streams}" if streams > 1 else ""
-            tag += " (default)" if (runtime, precision, streams) == default_mode() else ""
+            tag += " (default)" if (runtime, precision, streams) == default else ""
             sides[f"{label} {runtime} {precision}{tag}"] = (run, prep, infer)
 
     from transformers import XCLIPConfig, XCLIPModel, XCLIPProcessor
